@@ -1,0 +1,5 @@
+import sys
+
+from medtune.cli import main
+
+sys.exit(main())

@@ -1,0 +1,249 @@
+"""The ``medtune`` command: one thin command per verb that parses, then calls a module.
+
+Heavy modules (numpy, torch, pydicom, pydantic) are imported inside each command so that
+``medtune --help`` answers at once. Errors are one line on stderr: usage errors exit 2, failures
+exit 1, and a traceback is shown only with ``--debug``.
+"""
+
+from __future__ import annotations
+
+import sys
+import traceback
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from medtune import __version__
+
+app = typer.Typer(
+    name="medtune",
+    help="Fine-tune healthcare foundation models on your own imaging data, on your own machines.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+config_app = typer.Typer(
+    help="Show and list recipes (YAML configs).", no_args_is_help=True, rich_markup_mode=None
+)
+app.add_typer(config_app, name="config")
+
+SetOption = Annotated[
+    list[str] | None,
+    typer.Option("--set", help="Override a recipe value: --set synth.patients=20 (repeatable)."),
+]
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"medtune {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print version.")
+    ] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks on failure.")] = False,
+) -> None:
+    """Fine-tune healthcare foundation models on your own imaging data, on your own machines."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Verbs.
+
+
+@app.command()
+def synth(
+    out: Annotated[Path, typer.Option("--out", help="Output directory (created).")],
+    patients: Annotated[int | None, typer.Option(help="Number of patients.")] = None,
+    sites: Annotated[int | None, typer.Option(help="Number of hospitals.")] = None,
+    size: Annotated[int | None, typer.Option(help="Long side of each image, px.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Random seed (same seed, same bytes).")] = None,
+    anatomies: Annotated[
+        list[str] | None,
+        typer.Option(help="Anatomies to include, comma-separated or repeated (default: all)."),
+    ] = None,
+    images: Annotated[int | None, typer.Option(help="Stop after this many images.")] = None,
+    workers: Annotated[int | None, typer.Option(help="Processes (0 = one per core).")] = None,
+    recipe: Annotated[str, typer.Option(help="Recipe name or YAML path.")] = "synth/default",
+    set_: SetOption = None,
+    force: Annotated[bool, typer.Option(help="Write into a non-empty --out.")] = False,
+) -> None:
+    """Generate a synthetic multi-site X-ray cohort.
+
+    Writes DICOM files per site, RIS report exports, ground truth and a PHI manifest.
+    """
+    from medtune.config import SynthConfig, load_recipe
+
+    overrides = list(set_ or [])
+    for key, value in (
+        ("patients", patients),
+        ("sites", sites),
+        ("size", size),
+        ("seed", seed),
+        ("max_images", images),
+        ("workers", workers),
+    ):
+        if value is not None:
+            overrides.append(f"{key}={value}")
+    if anatomies:
+        names = [name.strip() for item in anatomies for name in item.split(",") if name.strip()]
+        overrides.append(f"anatomies=[{', '.join(names)}]")
+    config = load_recipe(recipe, overrides, expect=SynthConfig)
+    assert isinstance(config, SynthConfig)
+
+    from medtune.synth.cohort import generate_cohort
+
+    summary = _with_progress(
+        "synth", lambda progress: generate_cohort(config, out, force=force, progress=progress)
+    )
+    _print_summary(summary)
+
+
+@app.command()
+def demo(
+    recipe: Annotated[str, typer.Option(help="Recipe name or YAML path.")] = "demo",
+    set_: SetOption = None,
+    workspace: Annotated[
+        Path | None, typer.Option(help="Workspace directory (default from the recipe).")
+    ] = None,
+) -> None:
+    """Run the pipeline on the embedded synthetic cohort.
+
+    This is what `make demo` runs.
+    """
+    from medtune.config import DemoConfig, load_recipe
+
+    overrides = list(set_ or [])
+    if workspace is not None:
+        overrides.append(f"workspace={workspace}")
+    config = load_recipe(recipe, overrides, expect=DemoConfig)
+    assert isinstance(config, DemoConfig)
+
+    from medtune.demo import run_demo
+
+    summary = _with_progress("demo", lambda progress: run_demo(config, progress=progress))
+    _print_summary(summary)
+
+
+@config_app.command("show")
+def config_show(
+    recipe: Annotated[str, typer.Argument(help="Recipe name (such as 'demo') or YAML path.")],
+    set_: SetOption = None,
+) -> None:
+    """Print a recipe resolved: overrides applied, every default filled in."""
+    from medtune.config import dump_yaml, load_recipe
+
+    print(dump_yaml(load_recipe(recipe, list(set_ or []))), end="")
+
+
+@config_app.command("list")
+def config_list() -> None:
+    """List the shipped recipes."""
+    from medtune.config import available_recipes
+
+    for name in available_recipes():
+        print(name)
+
+
+# ---------------------------------------------------------------------------------------------
+# Output helpers (rich is imported only by commands that print tables or progress).
+
+
+def _with_progress(label: str, job):  # type: ignore[no-untyped-def]
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    columns = (
+        TextColumn(f"[bold]{label}[/] {{task.description}}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, transient=True, disable=not sys.stderr.isatty()) as bar:
+        tasks: dict[str, int] = {}
+
+        def progress(description: str, done: int, total: int | None) -> None:
+            if description not in tasks:
+                tasks[description] = bar.add_task(description, total=total)
+            bar.update(tasks[description], completed=done, total=total)
+
+        return job(progress)
+
+
+def _print_summary(summary) -> None:  # type: ignore[no-untyped-def]
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    for title, rows in summary.tables.items():
+        table = Table(title=title, title_justify="left")
+        for column in rows[0]:
+            table.add_column(str(column), justify="right" if column != rows[0][0] else "left")
+        for row in rows[1:]:
+            table.add_row(*(str(cell) for cell in row))
+        console.print(table)
+    for line in summary.lines:
+        console.print(line)
+
+
+# ---------------------------------------------------------------------------------------------
+# Entry point.
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI and return its exit code: 0 ok, 1 failure, 2 usage error, 130 interrupted."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args
+    command = typer.main.get_command(app)
+    try:
+        result = command.main(args=args, prog_name="medtune", standalone_mode=False)
+    except typer.exceptions.TyperException as exc:  # typer's vendored click usage errors
+        ctx = getattr(exc, "ctx", None)
+        if type(exc).__name__ == "NoArgsIsHelpError":
+            print(ctx.get_help() if ctx else "", file=sys.stderr)
+            return 2
+        where = ctx.command_path if ctx else "medtune"
+        message = _one_line(exc.format_message())
+        print(f"{where}: error: {message} (see '{where} --help')", file=sys.stderr)
+        return int(getattr(exc, "exit_code", 2) or 2)
+    except typer.Abort:
+        print("medtune: aborted", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:
+        print("medtune: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        from medtune.errors import MedtuneError
+
+        if debug:
+            traceback.print_exc()
+        if isinstance(exc, MedtuneError):
+            print(f"medtune: error: {_one_line(str(exc))}", file=sys.stderr)
+        else:
+            print(
+                f"medtune: error: {type(exc).__name__}: {_one_line(str(exc))}"
+                + ("" if debug else " (run with --debug for the traceback)"),
+                file=sys.stderr,
+            )
+        return 1
+    return result if isinstance(result, int) else 0
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""The synthetic multi-site, multi-anatomy X-ray cohort (``medtune synth``)."""

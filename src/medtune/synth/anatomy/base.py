@@ -1,0 +1,88 @@
+"""The contract every anatomy renderer follows, and the registry that holds them.
+
+A renderer draws one body part in one view onto a :class:`~medtune.synth.canvas.Canvas` (water-
+equivalent thickness, mm) and returns where each requested finding ended up. Adding an anatomy is
+one file with one registered function::
+
+    @register_anatomy(Anatomy.HAND, views=("PA", "OBL"))
+    def render_hand(canvas, subject, view, findings, rng) -> AnatomyResult: ...
+
+Display convention (what every renderer and the marker logic assume): the image is seen as if
+facing the patient in anatomical position, so the patient's left is on the image's right for
+frontal views (PA and AP alike), and a left limb shows its lateral side on the image right.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from medtune.config import Anatomy, Finding
+from medtune.synth.canvas import Canvas
+
+
+@dataclass(frozen=True)
+class Subject:
+    """What of the patient shapes the pixels."""
+
+    sex: str  # "M" or "F"
+    age: float  # years
+    body_scale: float  # linear size factor, about 0.85-1.15 (sex and stature)
+    habitus: float  # soft-tissue thickness factor: 0.8 thin .. 1.5 obese
+    bone_density: float  # 1.0 young adult; lower with age, more so in women
+    laterality: str | None  # "L" or "R" for paired parts (hand, knee, foot, shoulder), else None
+
+
+@dataclass
+class Lesion:
+    """One finding as drawn: its pixel mask on the canvas and the words a report would use."""
+
+    finding: Finding
+    mask: np.ndarray  # bool, canvas-shaped
+    location: str  # "right lower zone", "distal radius": agrees with the mask
+    side: str | None = None  # patient side, "left" or "right", where it has one
+    size_mm: float | None = None
+
+
+@dataclass
+class AnatomyResult:
+    """The drawn body part: thickness map on the canvas, findings, and the region to collimate."""
+
+    canvas: Canvas
+    lesions: list[Lesion] = field(default_factory=list)
+    field_mm: tuple[float, float, float, float] | None = None  # x0, y0, x1, y1 of the anatomy
+
+
+Renderer = Callable[[Canvas, Subject, str, frozenset[Finding], np.random.Generator], AnatomyResult]
+
+
+@dataclass(frozen=True)
+class RendererSpec:
+    anatomy: Anatomy
+    views: tuple[str, ...]
+    findings: frozenset[Finding]  # findings this renderer can draw
+    render: Renderer
+
+
+ANATOMY_RENDERERS: dict[Anatomy, RendererSpec] = {}
+
+
+def register_anatomy(
+    anatomy: Anatomy, views: tuple[str, ...], findings: tuple[Finding, ...] = (Finding.FRACTURE,)
+) -> Callable[[Renderer], Renderer]:
+    """Register a renderer for ``anatomy``; ``views`` are its DICOM-style view names."""
+
+    def wrap(fn: Renderer) -> Renderer:
+        ANATOMY_RENDERERS[anatomy] = RendererSpec(anatomy, views, frozenset(findings), fn)
+        return fn
+
+    return wrap
+
+
+def preview(att: np.ndarray) -> np.ndarray:
+    """A quick uint8 display of a thickness map (bright = attenuating), for looking at renders."""
+    s = att.astype(np.float32)
+    lo, hi = np.percentile(s, [1, 99.5])
+    return (np.clip((s - lo) / max(hi - lo, 1e-6), 0, 1) * 255).astype(np.uint8)
