@@ -62,6 +62,7 @@ Renderer = Callable[[Canvas, Subject, str, frozenset[Finding], np.random.Generat
 class RendererSpec:
     anatomy: Anatomy
     views: tuple[str, ...]
+    field_mm: tuple[float, float]  # (width, height) of detector field the part needs, mm
     findings: frozenset[Finding]  # findings this renderer can draw
     render: Renderer
 
@@ -70,12 +71,20 @@ ANATOMY_RENDERERS: dict[Anatomy, RendererSpec] = {}
 
 
 def register_anatomy(
-    anatomy: Anatomy, views: tuple[str, ...], findings: tuple[Finding, ...] = (Finding.FRACTURE,)
+    anatomy: Anatomy,
+    views: tuple[str, ...],
+    field_mm: tuple[float, float],
+    findings: tuple[Finding, ...] = (Finding.FRACTURE,),
 ) -> Callable[[Renderer], Renderer]:
-    """Register a renderer for ``anatomy``; ``views`` are its DICOM-style view names."""
+    """Register a renderer for ``anatomy``.
+
+    ``views`` are its view names (PA, AP, LAT, OBL); ``field_mm`` is the (width, height) of the
+    detector field an average adult's part needs: the caller gives a canvas at least this large
+    (detectors differ per site), and the renderer draws at true physical scale, centred.
+    """
 
     def wrap(fn: Renderer) -> Renderer:
-        ANATOMY_RENDERERS[anatomy] = RendererSpec(anatomy, views, frozenset(findings), fn)
+        ANATOMY_RENDERERS[anatomy] = RendererSpec(anatomy, views, field_mm, frozenset(findings), fn)
         return fn
 
     return wrap
