@@ -128,29 +128,86 @@ class Canvas:
         box = self._box(lo[0], lo[1], hi[0], hi[1])
         if box is None:
             return
-        x, y = self._grid(box)
-        # Distance to the polyline and the radius there, as the minimum over segments.
-        best_d2 = np.full(
-            (box[0].stop - box[0].start, box[1].stop - box[1].start), np.inf, np.float32
-        )
-        best_r = np.zeros_like(best_d2)
+        # Each segment is a capsule evaluated on its own small box; joints take the maximum, so
+        # the cost follows the tube's area, not its bounding box's.
+        layer = np.zeros((box[0].stop - box[0].start, box[1].stop - box[1].start), np.float32)
         for i in range(len(pts) - 1):
-            p0, p1, r0, r1 = pts[i], pts[i + 1], rad[i], rad[i + 1]
-            seg = p1 - p0
-            length2 = float(seg @ seg) or 1e-6
-            t = np.clip(((x - p0[0]) * seg[0] + (y - p0[1]) * seg[1]) / length2, 0.0, 1.0)
-            d2 = (x - p0[0] - t * seg[0]) ** 2 + (y - p0[1] - t * seg[1]) ** 2
-            r = r0 + (r1 - r0) * t
-            closer = d2 < best_d2
-            best_d2 = np.where(closer, d2, best_d2)
-            best_r = np.where(closer, r, best_r)
-        outer = 2.0 * np.sqrt(np.maximum(best_r * best_r - best_d2, 0.0))
-        add = outer * (density - displaces)
+            self._capsule(
+                layer,
+                box,
+                pts[i],
+                pts[i + 1],
+                rad[i],
+                rad[i + 1],
+                density,
+                cortex,
+                inner_density,
+                displaces,
+            )
+        (self.att if target is None else target)[box] += layer
+
+    def _capsule(
+        self,
+        layer: np.ndarray,
+        box: tuple[slice, slice],
+        p0: np.ndarray,
+        p1: np.ndarray,
+        r0: float,
+        r1: float,
+        density: float,
+        cortex: float | None,
+        inner_density: float,
+        displaces: float,
+    ) -> None:
+        r_max = float(max(r0, r1))
+        lo, hi = np.minimum(p0, p1) - r_max, np.maximum(p0, p1) + r_max
+        sub = self._box(lo[0], lo[1], hi[0], hi[1])
+        if sub is None:
+            return
+        x, y = self._grid(sub)
+        seg = p1 - p0
+        length2 = float(seg @ seg) or 1e-6
+        t = np.clip(((x - p0[0]) * seg[0] + (y - p0[1]) * seg[1]) / length2, 0.0, 1.0)
+        d2 = (x - p0[0] - t * seg[0]) ** 2 + (y - p0[1] - t * seg[1]) ** 2
+        r = r0 + (r1 - r0) * t
+        add = 2.0 * np.sqrt(np.maximum(r * r - d2, 0.0)) * (density - displaces)
         if cortex is not None:
-            inner_r = best_r * (1.0 - cortex)
-            inner = 2.0 * np.sqrt(np.maximum(inner_r * inner_r - best_d2, 0.0))
+            inner_r = r * (1.0 - cortex)
+            inner = 2.0 * np.sqrt(np.maximum(inner_r * inner_r - d2, 0.0))
             add -= inner * (density - inner_density)
-        (self.att if target is None else target)[box] += add
+        local = (
+            slice(sub[0].start - box[0].start, sub[0].stop - box[0].start),
+            slice(sub[1].start - box[1].start, sub[1].stop - box[1].start),
+        )
+        region = layer[local]
+        # Max of magnitudes keeps air tubes (negative) and bone tubes (positive) both right.
+        np.copyto(region, add, where=np.abs(add) > np.abs(region))
+
+    def lines(
+        self,
+        polylines: Sequence[np.ndarray],
+        radii: Sequence[np.ndarray],
+        density: float,
+        displaces: float,
+        target: np.ndarray | None = None,
+    ) -> None:
+        """Add many thin tubes (vessels, wires) fast: rasterised segments, then a slight blur.
+
+        For tubes a few pixels wide the exact projected profile of :meth:`tube` is invisible,
+        and drawing hundreds of them with cv2 costs microseconds each instead of ~0.1 ms.
+        """
+        layer = np.zeros((self.rows, self.cols), np.float32)
+        s = 1.0 / self.mm_per_px
+        for pts, rad in zip(polylines, radii, strict=True):
+            pix = np.round(np.asarray(pts, np.float32) * s * 4).astype(np.int32)
+            for i in range(len(pix) - 1):
+                r = float(rad[i] + rad[i + 1]) / 2
+                # Mean chord of a circle of radius r is (pi / 2) r: the value of a filled line.
+                value = float(np.pi / 2 * r * (density - displaces))
+                width = max(int(round(2 * r * s)), 1)
+                cv2.line(layer, tuple(pix[i]), tuple(pix[i + 1]), value, width, cv2.LINE_8, 2)
+        layer = cv2.GaussianBlur(layer, (0, 0), 0.7)
+        (self.att if target is None else target)[...] += layer
 
     def bone(
         self,

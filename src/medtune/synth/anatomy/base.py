@@ -14,7 +14,7 @@ frontal views (PA and AP alike), and a left limb shows its lateral side on the i
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -33,6 +33,17 @@ class Subject:
     habitus: float  # soft-tissue thickness factor: 0.8 thin .. 1.5 obese
     bone_density: float  # 1.0 young adult; lower with age, more so in women
     laterality: str | None  # "L" or "R" for paired parts (hand, knee, foot, shoulder), else None
+
+
+@dataclass(frozen=True)
+class LesionSeed:
+    """Study-level random draws for one finding, so that every view of a study shows it in the
+    same place (a nodule high in the right lung on the PA is high in the lung on the lateral)."""
+
+    u: tuple[float, ...]  # uniform numbers in [0, 1); each renderer says what each one means
+
+    def at(self, i: int) -> float:
+        return self.u[i % len(self.u)]
 
 
 @dataclass
@@ -55,7 +66,11 @@ class AnatomyResult:
     field_mm: tuple[float, float, float, float] | None = None  # x0, y0, x1, y1 of the anatomy
 
 
-Renderer = Callable[[Canvas, Subject, str, frozenset[Finding], np.random.Generator], AnatomyResult]
+# (canvas, subject, view, findings to draw with their study-level seeds, rng) -> result.
+# Renderers of bones may ignore ``findings``: fractures are cut through registered bones later.
+Renderer = Callable[
+    [Canvas, Subject, str, Mapping[Finding, LesionSeed], np.random.Generator], AnatomyResult
+]
 
 
 @dataclass(frozen=True)
