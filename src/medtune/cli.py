@@ -232,8 +232,9 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(exc, MedtuneError):
             print(f"medtune: error: {_one_line(str(exc))}", file=sys.stderr)
         else:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
             print(
-                f"medtune: error: {type(exc).__name__}: {_one_line(str(exc))}"
+                f"medtune: error: {type(exc).__name__}: {_one_line(first)[:200]}"
                 + ("" if debug else " (run with --debug for the traceback)"),
                 file=sys.stderr,
             )
