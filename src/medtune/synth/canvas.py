@@ -204,7 +204,7 @@ class Canvas:
                 r = float(rad[i] + rad[i + 1]) / 2
                 # Mean chord of a circle of radius r is (pi / 2) r: the value of a filled line.
                 value = float(np.pi / 2 * r * (density - displaces))
-                width = max(int(round(2 * r * s)), 1)
+                width = max(round(2 * r * s), 1)
                 cv2.line(layer, tuple(pix[i]), tuple(pix[i + 1]), value, width, cv2.LINE_8, 2)
         layer = cv2.GaussianBlur(layer, (0, 0), 0.7)
         (self.att if target is None else target)[...] += layer

@@ -157,7 +157,7 @@ def _dataset(image: RenderedImage, h: HeaderValues) -> tuple[Dataset, list[Writt
     put("KVP", f"{h.kvp:.0f}")
     put("ExposureTime", f"{max(int(h.mas * 4), 1)}")
     put("XRayTubeCurrent", "250")
-    put("Exposure", f"{max(int(round(h.mas)), 1)}")
+    put("Exposure", f"{max(round(h.mas), 1)}")
     put("DistanceSourceToDetector", "1800" if h.view in ("PA", "LAT") else "1100")
     put("ViewPosition", _view_position(h.view, h.laterality))
     put("StudyInstanceUID", h.study_uid, "uid")
@@ -222,17 +222,18 @@ def _private_tags(ds: Dataset, h: HeaderValues) -> list[WrittenValue]:
     block = ds.private_block(0x0019, h.device.vendor.private_creator, create=True)
     block.add_new(0x10, "DS", f"{1500 * h.mas / 10:.1f}")  # exposure index
     block.add_new(0x11, "LO", f"{h.device.vendor.software}-{h.body_part}")  # algorithm
-    block.add_new(0x20, "LO", h.patient_id)  # "last patient ID" cache
-    block.add_new(0x21, "PN", h.patient_name)
-    block.add_new(0x22, "DA", h.when.strftime("%Y%m%d"))
-    block.add_new(0x23, "LO", h.operator.replace("^", " "))
-    return [
-        WrittenValue(h.patient_id, "mrn", f"private:0019,{block.block_start + 0x20:04x}"),
-        WrittenValue(h.patient_name, "patient_name", f"private:0019,{block.block_start + 0x21:04x}"),
-        WrittenValue(h.when.strftime("%Y%m%d"), "date", f"private:0019,{block.block_start + 0x22:04x}"),
-        WrittenValue(h.operator.replace("^", " "), "operator_name",
-                     f"private:0019,{block.block_start + 0x23:04x}"),
-    ]  # fmt: skip
+    identifying = (
+        (0x20, "LO", h.patient_id, "mrn"),  # "last patient" cache
+        (0x21, "PN", h.patient_name, "patient_name"),
+        (0x22, "DA", h.when.strftime("%Y%m%d"), "date"),
+        (0x23, "LO", h.operator.replace("^", " "), "operator_name"),
+    )
+    written = []
+    for offset, vr, value, kind in identifying:
+        block.add_new(offset, vr, value)
+        tag = f"private:0019,{block.block_start + offset:04x}"
+        written.append(WrittenValue(value, kind, tag))
+    return written
 
 
 def _set_pixels(ds: Dataset, image: RenderedImage, syntax: str) -> None:

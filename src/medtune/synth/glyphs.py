@@ -42,7 +42,7 @@ def place_marker(
     """
     patch = marker_patch(letter, height_px)
     ph, pw = patch.shape
-    fx0, fy0, fx1, fy1 = field_px
+    fx0, fy0, fx1, _fy1 = field_px
     margin = max(height_px // 2, 2)
     x0 = fx1 - margin - pw if letter == "L" else fx0 + margin
     # Below the top tenth, where modalities burn their text overlay.

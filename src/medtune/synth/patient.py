@@ -109,7 +109,7 @@ def _image(
             plan.habitus,
             bone_density(plan, age),
             study.laterality,
-        ),  # fmt: skip
+        ),
         findings=study.findings,
         processing=device.processing,
         detector_mm=device.detector_mm,
@@ -292,7 +292,7 @@ def _image_row(
             "location": item.location,
             "side": item.side,
             "size_mm": item.size_mm,
-        }  # fmt: skip
+        }
         for i, item in enumerate(rendered.findings)
     ]
     return row

@@ -149,7 +149,7 @@ def _collimation(
     )
     # The marker stays a little inside the field even if the collimator is turned.
     inset = 0.03 * min(x1 - x0, y1 - y0)
-    field_px = tuple(int(round(v / mm)) for v in (x0 + inset, y0 + inset, x1 - inset, y1 - inset))
+    field_px = tuple(round(v / mm) for v in (x0 + inset, y0 + inset, x1 - inset, y1 - inset))
     return field_px, exposure  # type: ignore[return-value]
 
 

@@ -151,7 +151,8 @@ def _device(
 ) -> Device:
     model = vendor.models[1 if portable else 0]
     serial = f"{vendor.manufacturer[:2].upper()}{int(rng.integers(100000, 999999))}"
-    station = f"{institution.name.split()[0][:4].upper()}{'PORT' if portable else 'XR'}{int(rng.integers(1, 9))}"
+    kind = "PORT" if portable else "XR"
+    station = f"{institution.name.split()[0][:4].upper()}{kind}{int(rng.integers(1, 9))}"
     if vendor.modality == "CR" or portable:
         detector = (350.0, 430.0)  # cassette-sized
     else:
