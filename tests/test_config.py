@@ -87,9 +87,10 @@ def test_set_overrides_nested_values_and_types():
 
 
 def test_set_errors_point_at_the_override():
-    with pytest.raises(MedtuneError, match="--set: unknown key 'synth.patiens'.*'synth.patients'"):
+    unknown = r"--set: unknown key 'synth\.patiens'.*'synth\.patients'"
+    with pytest.raises(MedtuneError, match=unknown):
         load_recipe("demo", ["synth.patiens=3"])
-    with pytest.raises(MedtuneError, match="--set synth.size: expected an integer"):
+    with pytest.raises(MedtuneError, match=r"--set synth\.size: expected an integer"):
         load_recipe("demo", ["synth.size=big"])
     with pytest.raises(MedtuneError, match="expected KEY=VALUE"):
         parse_override("synth.patients")
