@@ -258,9 +258,10 @@ def validate(
         raise MedtuneError(f"{source}: {exc}") from None
 
 
-def dump_yaml(recipe: Recipe) -> str:
+def dump_yaml(recipe: Recipe, exclude: set[str] | None = None) -> str:
     """The resolved recipe as YAML, every default filled in (what ``config show`` prints)."""
-    return yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
+    data = recipe.model_dump(mode="json", exclude=exclude)
+    return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
 
 
 # ---------------------------------------------------------------------------------------------

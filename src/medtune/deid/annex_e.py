@@ -25,7 +25,10 @@ class ProfileRow:
     def keyword_tag(self) -> int | None:
         """The tag as an int, or None for wildcard rows."""
         digits = self.tag.strip("()").replace(",", "")
-        return None if "x" in digits.lower() else int(digits, 16)
+        try:
+            return int(digits, 16) if len(digits) == 8 else None
+        except ValueError:  # "(50xx,xxxx)", "(gggg,eeee) where gggg is odd"
+            return None
 
 
 @cache

@@ -77,13 +77,14 @@ def generate_cohort(
         raise
     manifest = {
         "medtune_version": __version__,
-        "config": json.loads(json.dumps(config.model_dump(mode="json"))),
+        # Workers decide speed, not content: leave them out so output depends on content alone.
+        "config": config.model_dump(mode="json", exclude={"workers"}),
         "patients": patients_done,
         "images": images,
         "studies": writer.studies,
         "sites": [s.site_id for s in sites],
     }
-    atomic_write_text(out / "truth" / "config.yaml", dump_yaml(config))
+    atomic_write_text(out / "truth" / "config.yaml", dump_yaml(config, exclude={"workers"}))
     atomic_write_text(out / "cohort.json", json.dumps(manifest, indent=2) + "\n")
     return _summary(counts, out, patients_done, writer.studies, images)
 

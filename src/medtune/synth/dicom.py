@@ -254,7 +254,8 @@ def _set_pixels(ds: Dataset, image: RenderedImage, syntax: str) -> None:
         ds.PixelData = pixels.astype("<u2").tobytes()
         ds["PixelData"].VR = "OW"
         ds.file_meta.TransferSyntaxUID = UID(TRANSFER_SYNTAXES["explicit-vr-little-endian"])
-        ds.compress(uid, pixels, encoding_plugin=_PLUGIN[syntax])
+        # generate_instance_uid=False: keep our deterministic UID (pydicom makes a random one).
+        ds.compress(uid, pixels, encoding_plugin=_PLUGIN[syntax], generate_instance_uid=False)
     ds.file_meta.TransferSyntaxUID = uid
 
 

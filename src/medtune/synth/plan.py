@@ -107,6 +107,8 @@ def plan_patient(config: SynthConfig, sites: list[Site], index: int) -> PatientP
     rng = np.random.default_rng(np.random.SeedSequence([config.seed, 0xFA7, index]))
     weights = np.array([site.weight for site in sites])
     site = sites[int(rng.choice(len(sites), p=weights / weights.sum()))]
+    if index < len(sites):  # every site gets a patient, however small the cohort
+        site = sites[index]
     sex = "M" if rng.random() < 0.5 else "F"
     person = make_person(rng, sex)
     dates = _study_dates(config, rng)

@@ -66,7 +66,10 @@ class RenderedImage:
 def render_image(spec: ImageSpec) -> RenderedImage:
     """Render ``spec`` to stored pixel values with its ground truth (boxes, masks, marker)."""
     renderer = ANATOMY_RENDERERS[spec.anatomy]
-    rng = np.random.default_rng(spec.seed)
+    # Separate streams, so a finding added to a study changes its own pixels and nothing else.
+    anatomy_rng, lesion_rng, acquisition_rng = (
+        np.random.default_rng(s) for s in np.random.SeedSequence(spec.seed).spawn(3)
+    )
     width_mm, height_mm = _detector_for(renderer.field_mm, spec.detector_mm)
     mm = max(width_mm, height_mm) / spec.size
     rows, cols = round(height_mm / mm), round(width_mm / mm)
@@ -74,21 +77,23 @@ def render_image(spec: ImageSpec) -> RenderedImage:
     canvas = Canvas.blank(int(np.ceil(rows / k)), int(np.ceil(cols / k)), mm * k)
 
     findings = dict(spec.findings)
-    result = renderer.render(canvas, spec.subject, spec.view, findings, rng)
+    result = renderer.render(canvas, spec.subject, spec.view, findings, anatomy_rng)
     lesions = list(result.lesions)
     if Finding.FRACTURE in findings:
-        lesion = apply_fracture(canvas, findings[Finding.FRACTURE], rng)
+        lesion = apply_fracture(canvas, findings[Finding.FRACTURE], lesion_rng)
         if lesion is not None and lesion.mask.any():
             lesions.append(lesion)
 
     line_integral = cv2.resize(canvas.att, (cols, rows), interpolation=cv2.INTER_LINEAR)
     line_integral *= acquisition.MU_WATER
-    field_px, exposure = _collimation(result.field_mm, width_mm, height_mm, mm, spec, rng)
+    field_px, exposure = _collimation(
+        result.field_mm, width_mm, height_mm, mm, spec, acquisition_rng
+    )
     marker_box = None
     if spec.marker:
         height = max(int(MARKER_HEIGHT_MM / mm), 7)
         marker_box = place_marker(line_integral, spec.marker, field_px, height)
-    noise = rng.standard_normal((rows, cols), dtype=np.float32)
+    noise = acquisition_rng.standard_normal((rows, cols), dtype=np.float32)
     signal = acquisition.acquire(line_integral, mm, spec.processing, exposure, noise)
     stored = acquisition.quantise(signal, spec.processing, exposure)
     boxes = [_finding_box(lesion, rows, cols) for lesion in lesions]
