@@ -56,6 +56,12 @@ def generate_cohort(
 ) -> Summary:
     """Write the cohort described by ``config`` into ``out``; return counts to print."""
     out = Path(out)
+    from medtune.synth.anatomy import ANATOMY_RENDERERS
+
+    missing = [a.value for a in config.anatomies if a not in ANATOMY_RENDERERS]
+    if missing:
+        have = ", ".join(sorted(a.value for a in ANATOMY_RENDERERS))
+        raise MedtuneError(f"no renderer for anatomy '{missing[0]}' yet (available: {have})")
     _prepare(out, force)
     sites = make_sites(config)
     writer = CohortWriter(out, sites)
