@@ -60,5 +60,5 @@ def test_config_show_resolves_overrides(capsys):
 
 def test_synth_refuses_non_empty_out(tmp_path, capsys):
     (tmp_path / "something.txt").write_text("x")
-    assert main(["synth", "--out", str(tmp_path), "--patients", "1"]) == 1
+    assert main(["synth", "--out", str(tmp_path), "--patients", "1", "--anatomies", "chest"]) == 1
     assert "not empty" in capsys.readouterr().err
