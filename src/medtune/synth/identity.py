@@ -103,6 +103,7 @@ class Person:
 
     @property
     def middle_initial(self) -> str | None:
+        """The middle initial ("A" for "Andrew"), or None without a middle name."""
         return self.middle[0] if self.middle else None
 
     def dicom_pn(self, style: str = "upper") -> str:

@@ -122,12 +122,12 @@ EXPLICIT_NEGATIVE = {
 FINDING_SENTENCES: dict[Finding, dict[str, tuple[str, ...]]] = {
     Finding.NODULE: {
         "positive": (
-            "There is a {size} nodule in the {zone}.",
-            "A {size} rounded nodule projects over the {zone}.",
+            "There is {a_size} nodule in the {zone}.",
+            "{a_size} rounded nodule projects over the {zone}.",
             "{size} pulmonary nodule in the {lobe}.",
             "Well-circumscribed {size} nodule in the {region}.",
             "Solitary {size} noncalcified nodule projecting over the {zone}.",
-            "There is a {size} nodule in the {lobe}. Recommend CT chest for further evaluation.",
+            "There is {a_size} nodule in the {lobe}. Recommend CT chest for further evaluation.",
         ),
         "uncertain": (
             "Possible small nodule projecting over the {zone}.",
@@ -382,6 +382,8 @@ BONE_NORMAL = (
     "Negative {sided_part} radiographs.",
     "Normal {sided_part} series.",
 )
+# Which negatives an otherwise empty impression states first.
+IMPRESSION_NEGATIVE_ORDER = (_F, _P, _C, _E, _H, _N)
 # When the impression has nothing to say about any finding.
 NEUTRAL_IMPRESSION = ("As above.", "See findings above.", "Findings as described above.")
 
@@ -403,7 +405,7 @@ BONE_FILLERS = (
     "Alignment is anatomic.",
     "Joint spaces are preserved.",
     "Soft tissues are unremarkable.",
-    "Bone mineralization is normal.",
+    "No erosive changes.",
     "No radiopaque foreign body.",
 )
 INCIDENTALS: dict[Anatomy, tuple[str, ...]] = {
@@ -535,7 +537,7 @@ EXAM_LINES = (
     "CR {PART}{_SIDE} {n}V",
 )
 TECHNIQUES = (
-    "{Views} views of the {sided_part}.",
+    "{Views} view{s} of the {sided_part}.",
     "{n} view{s} of the {sided_part} {was} obtained.",
     "{Views} radiographs of the {sided_part}.",
 )
@@ -594,7 +596,7 @@ AGE_FORMS = (
     ("{age} year old", " {sex_word}"),
 )
 HISTORY_EXTRAS = {
-    "patient": ("Pt {patient} seen in ED.", "Patient {patient} presents with the above."),
+    "patient": ("{patient} seen in ED.", "Patient identified as {patient}."),
     "mrn": ("MRN: {mrn}.", "(MRN {mrn})"),
     "referring": ("Referred by {ref}.", "Ordering provider: {ref}.", "Requested by {ref}."),
     "phone": (
@@ -631,7 +633,7 @@ HEADER_FIELDS = {
     "accession": ("Accession: {acc}", "Acc #: {acc}", "ACCESSION NO: {acc}"),
     "date": ("Exam Date: {study_dt}", "Date of Service: {study_date}", "DOS: {study_date}"),
     "referring": ("Referring Physician: {ref}", "Ordering MD: {ref}"),
-    "patient_contact": ("Address: {address}", "Phone: {pt_phone}"),
+    "patient_contact": ("Patient address: {address}", "Patient phone: {pt_phone}"),
 }
 HEADER_FIELD_RATES = {
     "institution": 0.7,
@@ -759,6 +761,7 @@ class _Doc:
     phi: list[InjectedPHI] = field(default_factory=list)
 
     def fill(self, template: str, slots: Slots) -> str:
+        """``template`` with its slots filled; the identifiers among them are recorded."""
         out = []
         for literal, name, _, _ in _FORMATTER.parse(template):
             out.append(literal)
@@ -773,6 +776,7 @@ class _Doc:
         return "".join(out)
 
     def unique_phi(self) -> tuple[InjectedPHI, ...]:
+        """Each recorded identifier once, in order of first use."""
         return tuple(dict.fromkeys(self.phi))
 
 
@@ -820,7 +824,7 @@ def _degree(finding: Finding, size_mm: float | None, rng: np.random.Generator) -
 
 
 def _size_words(size_mm: float, rng: np.random.Generator) -> str:
-    """ "8 mm" mostly, "0.8 cm" sometimes, as dictation varies."""
+    """Size words: "8 mm" mostly, "0.8 cm" sometimes, as dictation varies."""
     if size_mm >= 10 and rng.random() < 0.3:
         return f"{size_mm / 10:.1f} cm"
     return f"{size_mm:.0f} mm"
@@ -845,13 +849,14 @@ def _chest_slots(truth: FindingTruth, status: str, rng: np.random.Generator) -> 
     if truth.finding is _N:
         known = truth.size_mm is not None and status != "uncertain"
         slots["size"] = _size_words(truth.size_mm, rng) if known else "small"
+        slots["a_size"] = _article(slots["size"])
     if truth.finding is _P and truth.size_mm is not None and truth.present:
         slots["rim"] = f"{truth.size_mm:.0f} mm"
     return slots
 
 
 def _with_side(bone: str, side: str) -> str:
-    """ "distal radius" -> "left distal radius"; "neck of the humerus" -> "neck of the left ..."."""
+    """Put the side in: "left distal radius", "surgical neck of the left humerus"."""
     if " of the " in bone:
         head, _, tail = bone.rpartition(" of the ")
         return f"{head} of the {side} {tail}"
@@ -859,7 +864,9 @@ def _with_side(bone: str, side: str) -> str:
 
 
 def _article(word: str) -> str:
-    return f"an {word}" if word[0] in "aeiou" else f"a {word}"
+    """The word with "a" or "an" by sound: "an acute", "an 8 mm", "an 11 mm", "a 1.1 cm"."""
+    vowel_sound = word[0] in "aeiou" or re.match(r"(8|11|18|8\d)\b", word)
+    return f"an {word}" if vowel_sound else f"a {word}"
 
 
 def _fracture_slots(truth: FindingTruth, inp: ReportInput, rng: np.random.Generator) -> Slots:
@@ -935,7 +942,7 @@ def _combined(
 
 
 def _clear_lungs_ok(mentions: dict[Finding, _Mention]) -> bool:
-    """ "The lungs are clear" may be written only if no nodule is described."""
+    """Whether "the lungs are clear" is true: only if no nodule is described."""
     return _said(mentions, _N) in ("negative", "not_mentioned")
 
 
@@ -981,7 +988,8 @@ def _bone_findings(
         m = mentions[_F]
         extra = SPINE_FRACTURE_NEGATIVES if anatomy is Anatomy.LUMBAR_SPINE else ()
         out.append(("Bones", _finding_sentence(m, rng, extra if m.status == "negative" else ())))
-        if m.status == "positive" and rng.random() < 0.4:
+        joints = anatomy not in (Anatomy.SKULL, Anatomy.LUMBAR_SPINE)
+        if joints and m.status == "positive" and rng.random() < 0.4:
             out.append(("Joints", "No dislocation."))
     count = int(rng.integers(1, 3))
     picks = rng.choice(len(BONE_FILLERS), size=count, replace=False)
@@ -994,7 +1002,7 @@ def _bone_findings(
 def _findings(
     inp: ReportInput, mentions: dict[Finding, _Mention], rng: np.random.Generator
 ) -> list[tuple[str, str]]:
-    if any(f in mentions for f in (_N, _E, _P, _C, _H)):
+    if inp.anatomy is Anatomy.CHEST:
         out = _chest_findings(mentions, rng)
         if _F in mentions:  # a chest with a fracture finding too (ribs): report it as a bone
             out += _bone_findings({_F: mentions[_F]}, inp.anatomy, rng)[:1]
@@ -1030,6 +1038,7 @@ def _normal_impression(
     elif said.get(_F) == "negative" and rng.random() < 0.7:
         return [_pick(rng, BONE_NORMAL).format(sided_part=_sided_part(inp))]
     if negatives:
+        negatives.sort(key=IMPRESSION_NEGATIVE_ORDER.index)  # what the clinician asked first
         chosen = negatives[: int(rng.integers(1, 3))]
         return [_pick(rng, IMPRESSION_SENTENCES[f]["negative"]) for f in chosen]
     return [_pick(rng, NEUTRAL_IMPRESSION)]
@@ -1150,9 +1159,12 @@ def _header(inp: ReportInput, style: _Style, doc: _Doc, rng: np.random.Generator
         "address": _address(inp.patient_address),
         "pt_phone": _Phi(inp.patient_phone, "phone"),
     }
-    lines = []
+    lines, chosen = [], set()
     for key, templates in HEADER_FIELDS.items():
-        if rng.random() < HEADER_FIELD_RATES[key]:
+        # The site's address and phone follow its name, never stand alone.
+        named = key != "institution_contact" or "institution" in chosen
+        if named and rng.random() < HEADER_FIELD_RATES[key]:
+            chosen.add(key)
             lines.append(doc.fill(_pick(rng, templates), slots))
     if rng.random() < 0.5:  # some RIS put two fields per line
         lines = ["    ".join(lines[i : i + 2]) for i in range(0, len(lines), 2)]
@@ -1180,7 +1192,7 @@ def _exam_line(inp: ReportInput, style: _Style, doc: _Doc, rng: np.random.Genera
 
 
 def _join(words: list[str]) -> str:
-    """ "PA", "PA and lateral", "PA, oblique and lateral"."""
+    """Join view words: "PA", "PA and lateral", "PA, oblique and lateral"."""
     if len(words) <= 2:
         return " and ".join(words)
     return ", ".join(words[:-1]) + " and " + words[-1]
@@ -1194,7 +1206,7 @@ def _technique(inp: ReportInput, rng: np.random.Generator) -> str:
     views = _join(words)
     slots = {
         "Views": views[:1].upper() + views[1:],
-        "n": str(n).title() if n > 1 else "One",
+        "n": str(n) if n > 1 else "One",
         "s": "s" if n > 1 else "",
         "was": "were" if n > 1 else "was",
         "sided_part": _sided_part(inp),
@@ -1203,7 +1215,7 @@ def _technique(inp: ReportInput, rng: np.random.Generator) -> str:
 
 
 def _age_phrase(inp: ReportInput, rng: np.random.Generator) -> tuple[str, Slots]:
-    """ "67 yo M" and friends; an age over 89 is an identifier (HIPAA) and recorded as such."""
+    """Age and sex: "67 yo M" and friends; an age over 89 is an identifier (HIPAA Safe Harbor)."""
     age_form, sex_form = AGE_FORMS[int(rng.integers(len(AGE_FORMS)))]
     age = age_form.format(age=inp.age_years)
     slots: Slots = {
@@ -1229,11 +1241,7 @@ def _complaint(
 
 
 def _history(
-    inp: ReportInput,
-    mentions: dict[Finding, _Mention],
-    style: _Style,
-    doc: _Doc,
-    rng: np.random.Generator,
+    inp: ReportInput, mentions: dict[Finding, _Mention], doc: _Doc, rng: np.random.Generator
 ) -> str:
     """INDICATION: the clinical question, often with the identifiers real requests carry."""
     complaint = _complaint(inp, mentions, rng)
@@ -1358,7 +1366,7 @@ def write_report(inp: ReportInput, rng: np.random.Generator) -> Report:
     header = _header(inp, style, doc, rng) if rng.random() < HEADER_RATE else []
     sections = [
         ("exam", _exam_line(inp, style, doc, rng)),
-        ("history", _history(inp, mentions, style, doc, rng)),
+        ("history", _history(inp, mentions, doc, rng)),
     ]
     if rng.random() < 0.9:
         sections.append(("comparison", _comparison(inp, style, doc, rng)))
