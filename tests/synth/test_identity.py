@@ -23,7 +23,7 @@ ACCESSION_PATTERNS = (
     r"RAD{year}\d{{7}}",
     r"{year}-XR-\d{{6}}",
     r"A\d{{8}}",
-    r"XR{yy}-\d{{5}}",
+    r"XR{yy}-\d{{6}}",
     r"{yy}\d{{8}}",
 )
 
@@ -121,6 +121,20 @@ def test_mrn_formats_per_style(style: int) -> None:
     # Style indices wrap around, so any site index is a valid style.
     wrapped = ident.make_mrn(np.random.default_rng(0), style + len(MRN_PATTERNS))
     assert re.fullmatch(MRN_PATTERNS[style], wrapped)
+
+
+@pytest.mark.parametrize("style", range(len(MRN_PATTERNS)))
+def test_serials_make_unique_ids_in_the_same_format(style: int) -> None:
+    # Far more patients than random digits could keep apart, and past style 0's padded range.
+    rng = np.random.default_rng(style)
+    mrns = [ident.make_mrn(rng, style, serial=i) for i in range(120_000)]
+    assert len(set(mrns)) == len(mrns)
+    assert all(re.fullmatch(MRN_PATTERNS[style], v) for v in mrns[:99_000:97])
+    if style < len(ACCESSION_PATTERNS):
+        pattern = ACCESSION_PATTERNS[style].format(year=2020, yy="20")
+        accessions = [ident.make_accession(rng, style, 2020, serial=i) for i in range(120_000)]
+        assert len(set(accessions)) == len(accessions)
+        assert all(re.fullmatch(pattern, v) for v in accessions[::997])
 
 
 def test_mrn_styles_are_distinguishable() -> None:

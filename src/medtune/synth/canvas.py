@@ -47,6 +47,8 @@ class Canvas:
     mm_per_px: float
     att: np.ndarray = field(repr=False)
     bones: list[Bone] = field(default_factory=list, repr=False)
+    _xs: np.ndarray | None = field(default=None, repr=False)
+    _ys: np.ndarray | None = field(default=None, repr=False)
 
     @classmethod
     def blank(cls, rows: int, cols: int, mm_per_px: float) -> Canvas:
@@ -73,10 +75,12 @@ class Canvas:
 
     def _grid(self, box: tuple[slice, slice]) -> tuple[np.ndarray, np.ndarray]:
         """Pixel-centre coordinates (mm) of a box, as broadcastable row and column vectors."""
+        if self._xs is None or self._ys is None:
+            # Built once per canvas: shapes are drawn by the hundred, each wants its slice.
+            self._xs = (np.arange(self.cols, dtype=np.float32) + 0.5) * self.mm_per_px
+            self._ys = (np.arange(self.rows, dtype=np.float32) + 0.5) * self.mm_per_px
         rows, cols = box
-        y = (np.arange(rows.start, rows.stop, dtype=np.float32) + 0.5) * self.mm_per_px
-        x = (np.arange(cols.start, cols.stop, dtype=np.float32) + 0.5) * self.mm_per_px
-        return x[None, :], y[:, None]
+        return self._xs[None, cols], self._ys[rows, None]
 
     # -- primitives ---------------------------------------------------------------------------
 

@@ -227,37 +227,80 @@ def make_email(rng: np.random.Generator, person: Person, institution: Institutio
 # Identifiers. Each site keeps one format (its style index), as real RIS/PACS installations do.
 
 
-def _mrn_zero_padded(rng: np.random.Generator, width: int) -> str:
+def _scramble(serial: int, width: int) -> int:
+    """A bijection of [0, 10**width): distinct serials give distinct, random-looking numbers.
+
+    x -> (a x + b) mod 10^w is a permutation whenever a is coprime with 10, and so is reversing
+    the w digits; affine, reverse, affine mixes neighbouring serials so they look random.
+    """
+    modulus = 10**width
+    y = (serial * 6_180_339_887 + 2_718_281_828) % modulus
+    y = int(f"{y:0{width}d}"[::-1])
+    return (y * 4_142_135_623 + 1_732_050_807) % modulus
+
+
+def _num(rng: np.random.Generator, width: int, serial: int | None) -> str:
+    """``width`` digits: random, or the scrambled ``serial`` (unique) when one is given."""
+    if serial is None:
+        return _digits(rng, width)
+    return f"{_scramble(serial, width):0{width}d}"
+
+
+def _head(rng: np.random.Generator, serial: int | None, width: int, place: int = 0) -> str:
+    """A letter: random, or the serial's overflow past ``width`` digits (keeps IDs unique)."""
+    if serial is None:
+        return _letter(rng)
+    return _ID_LETTERS[(serial // 10**width // len(_ID_LETTERS) ** place) % len(_ID_LETTERS)]
+
+
+def _mrn_zero_padded(rng: np.random.Generator, width: int, serial: int | None) -> str:
     # Small numbers in a fixed-width field: the leading zeros that spreadsheets like to drop.
+    if serial is not None:
+        capacity = 10 ** (width - 2)
+        if serial < capacity:
+            return f"{1 + _scramble(serial, width - 2):0{width}d}"
+        # Past the padded range: longer numbers, disjoint from the padded ones, still unique.
+        return str(capacity + 1 + _scramble(serial - capacity, width))
     return f"{int(rng.integers(1, 10 ** (width - 2))):0{width}d}"
 
 
+# Each style: (rng, serial) -> MRN. With a serial, distinct serials give distinct MRNs up to
+# the style's capacity (at least 10^5 patients; most styles 10^7 or more).
 MRN_STYLES = (
-    lambda rng: _mrn_zero_padded(rng, 7),  # "0012345"
-    lambda rng: _letter(rng) + _digits(rng, 7),  # "A1234567"
-    lambda rng: f"{_letter(rng)}-{_digits(rng, 4)}-{_digits(rng, 4)}",  # "H-2039-4412"
-    lambda rng: _mrn_zero_padded(rng, 8),  # "00482913"
-    lambda rng: _letter(rng) + _letter(rng) + _digits(rng, 6),  # "KX492013"
-    lambda rng: str(int(rng.integers(10**9, 10**10))),  # "1004829137"
+    lambda rng, n: _mrn_zero_padded(rng, 7, n),  # "0012345"
+    lambda rng, n: _head(rng, n, 7) + _num(rng, 7, n),  # "A1234567"
+    lambda rng, n: f"{_head(rng, n, 8)}-{_num(rng, 8, n)[:4]}-{_num(rng, 8, n)[4:]}",  # H-2039-4412
+    lambda rng, n: _mrn_zero_padded(rng, 8, n),  # "00482913"
+    lambda rng, n: _head(rng, n, 6, 1) + _head(rng, n, 6) + _num(rng, 6, n),  # "KX492013"
+    lambda rng, n: str(10**9 + int(_num(rng, 9, n))),  # "1004829137"
 )
 
 ACCESSION_STYLES = (
-    lambda rng, year: f"RAD{year}{_digits(rng, 7)}",  # "RAD20190012345"
-    lambda rng, year: f"{year}-XR-{_digits(rng, 6)}",  # "2019-XR-004512"
-    lambda rng, year: f"A{_digits(rng, 8)}",  # "A12345678"
-    lambda rng, year: f"XR{year % 100:02d}-{_digits(rng, 5)}",  # "XR19-04512"
-    lambda rng, year: f"{year % 100:02d}{_digits(rng, 8)}",  # "1900482913"
+    lambda rng, year, n: f"RAD{year}{_num(rng, 7, n)}",  # "RAD20190012345"
+    lambda rng, year, n: f"{year}-XR-{_num(rng, 6, n)}",  # "2019-XR-004512"
+    lambda rng, year, n: f"A{_num(rng, 8, n)}",  # "A12345678"
+    lambda rng, year, n: f"XR{year % 100:02d}-{_num(rng, 6, n)}",  # "XR19-045123"
+    lambda rng, year, n: f"{year % 100:02d}{_num(rng, 8, n)}",  # "1900482913"
 )
 
 
-def make_mrn(rng: np.random.Generator, style: int) -> str:
-    """A medical record number in the format of ``style`` (any int; taken modulo the count)."""
-    return MRN_STYLES[style % len(MRN_STYLES)](rng)
+def make_mrn(rng: np.random.Generator, style: int, serial: int | None = None) -> str:
+    """A medical record number in the format of ``style`` (any int; taken modulo the count).
+
+    Give ``serial`` (such as the patient's index) to make it unique: two patients of one site
+    must never share an MRN, or every later stage would merge them.
+    """
+    return MRN_STYLES[style % len(MRN_STYLES)](rng, serial)
 
 
-def make_accession(rng: np.random.Generator, style: int, year: int) -> str:
-    """An accession number in the format of ``style``; some formats embed the study ``year``."""
-    return ACCESSION_STYLES[style % len(ACCESSION_STYLES)](rng, year)
+def make_accession(
+    rng: np.random.Generator, style: int, year: int, serial: int | None = None
+) -> str:
+    """An accession number in the format of ``style``; some formats embed the study ``year``.
+
+    Give ``serial`` (unique per study) to make it unique: reports are joined to images by it.
+    """
+    return ACCESSION_STYLES[style % len(ACCESSION_STYLES)](rng, year, serial)
 
 
 def institution_name(index: int) -> str:

@@ -120,7 +120,7 @@ def plan_patient(config: SynthConfig, sites: list[Site], index: int) -> PatientP
         index=index,
         site=site.index,
         person=person,
-        mrn=make_mrn(rng, site.id_style),
+        mrn=make_mrn(rng, site.id_style, serial=index),
         birth_date=birth,
         address=make_address(rng),
         phone=make_phone(rng),
@@ -250,7 +250,8 @@ def _study(
         anatomy=anatomy,
         laterality=laterality,
         when=when,
-        accession=make_accession(rng, site.id_style, when.year),
+        # Unique per study: patient index and study number, scrambled into the site's format.
+        accession=make_accession(rng, site.id_style, when.year, serial=patient.index * 64 + index),
         findings=tuple(sorted(findings.items(), key=lambda kv: kv[0].value)),
         images=tuple(images),
         referring=make_physician(rng),

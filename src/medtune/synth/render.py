@@ -93,7 +93,7 @@ def render_image(spec: ImageSpec) -> RenderedImage:
     if spec.marker:
         height = max(int(MARKER_HEIGHT_MM / mm), 7)
         marker_box = place_marker(line_integral, spec.marker, field_px, height)
-    noise = acquisition_rng.standard_normal((rows, cols), dtype=np.float32)
+    noise = acquisition.unit_noise(acquisition_rng, rows, cols)
     signal = acquisition.acquire(line_integral, mm, spec.processing, exposure, noise)
     stored = acquisition.quantise(signal, spec.processing, exposure)
     boxes = [_finding_box(lesion, rows, cols) for lesion in lesions]
