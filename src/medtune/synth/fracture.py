@@ -32,7 +32,9 @@ def apply_fracture(canvas: Canvas, seed: LesionSeed, rng: np.random.Generator) -
                 target=own)  # fmt: skip
     canvas.att -= (own * band).astype(np.float32)  # the bone is absent in the gap
     mask = (band > 0.5) & (own > 0.5)
-    return Lesion(Finding.FRACTURE, mask, bone.name, None, round(gap_mm, 1))
+    words = bone.name.split()
+    side = "left" if "left" in words else "right" if "right" in words else None
+    return Lesion(Finding.FRACTURE, mask, bone.name, side, round(gap_mm, 1))
 
 
 def _point_along(

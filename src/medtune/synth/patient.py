@@ -312,16 +312,19 @@ def _report(
     rng = np.random.default_rng(np.random.SeedSequence([plan.index, study.index, 0xEE]))
     present = dict(study.findings)
     first_view_findings = _study_locations(result, study)
-    truths = tuple(
-        reports.FindingTruth(
-            finding=f,
-            present=f in present,
-            location=first_view_findings.get(f, (None, None, None))[0],
-            side=first_view_findings.get(f, (None, None, None))[1],
-            size_mm=first_view_findings.get(f, (None, None, None))[2],
+    limb_side = {"L": "left", "R": "right"}.get(study.laterality or "")
+    truths = []
+    for finding in sorted(ANATOMY_RENDERERS[study.anatomy].findings, key=lambda f: f.value):
+        location, side, size = first_view_findings.get(finding, (None, None, None))
+        truths.append(
+            reports.FindingTruth(
+                finding=finding,
+                present=finding in present,
+                location=location,
+                side=side or (limb_side if finding in present else None),
+                size_mm=size,
+            )
         )
-        for f in sorted(ANATOMY_RENDERERS[study.anatomy].findings, key=lambda f: f.value)
-    )
     report = reports.write_report(
         reports.ReportInput(
             anatomy=study.anatomy,
@@ -335,7 +338,7 @@ def _report(
             sex=plan.sex,
             patient_address=plan.address,
             patient_phone=plan.phone,
-            findings=truths,
+            findings=tuple(truths),
             prior_dates=prior_dates,
             referring=study.referring,
             radiologist=study.radiologist,
@@ -343,7 +346,6 @@ def _report(
         ),
         rng,
     )
-    signed = study.when + dt.timedelta(minutes=int(rng.integers(20, 60 * 30)))
     ris = {
         "accession_number": study.accession,
         "patient_id": plan.mrn,
@@ -353,7 +355,7 @@ def _report(
         "exam_description": f"XR {study.anatomy.value.replace('_', ' ').upper()}",
         "report_status": "FINAL",
         "radiologist": study.radiologist.display(),
-        "signed_datetime": signed.isoformat(sep=" "),
+        "signed_datetime": report.signed.isoformat(sep=" "),
         "report_text": report.text,
     }
     result.ris.append(ris)

@@ -77,6 +77,7 @@ class Report:
     text: str
     status: dict[Finding, str]  # per finding of the input: what FINDINGS/IMPRESSION say
     phi: tuple[InjectedPHI, ...]  # every identifying value placed in the text
+    signed: datetime.datetime  # when the radiologist signed it (as the sign-off says)
 
 
 PHI_KINDS = (
@@ -1292,8 +1293,11 @@ def _sign_off(
     style: _Style,
     doc: _Doc,
     rng: np.random.Generator,
-) -> list[str]:
-    """Dictation, signature and (for abnormal studies, often) the call to the referrer."""
+) -> tuple[list[str], datetime.datetime]:
+    """Dictation, signature and (for abnormal studies, often) the call to the referrer.
+
+    Returns the lines and the signing time, which the RIS export repeats in its own column.
+    """
     read = inp.study_datetime + datetime.timedelta(minutes=int(rng.integers(10, 1800)))
     rad = inp.radiologist
     slots: Slots = {
@@ -1315,7 +1319,7 @@ def _sign_off(
         lines.append(doc.fill(_pick(rng, SIGN_DICTATED), slots))
     if rng.random() < 0.9 or not dictated:  # the radiologist is always named
         lines.append(doc.fill(_pick(rng, SIGN_SIGNED), slots))
-    return lines
+    return lines, read
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1378,7 +1382,7 @@ def write_report(inp: ReportInput, rng: np.random.Generator) -> Report:
     items = _impression_items(mentions, rng) or _normal_impression(inp, mentions, rng)
     sections.append(("findings", _findings_body(pairs, style)))
     sections.append(("impression", _impression_body(items, style)))
-    sign = _sign_off(inp, mentions, style, doc, rng)
+    sign, signed = _sign_off(inp, mentions, style, doc, rng)
     text = _assemble(header, sections, sign, style)
     status = {f: m.status for f, m in mentions.items()}
-    return Report(text=text, status=status, phi=doc.unique_phi())
+    return Report(text=text, status=status, phi=doc.unique_phi(), signed=signed)
