@@ -13,7 +13,7 @@ import numpy as np
 
 FONT = cv2.FONT_HERSHEY_DUPLEX
 TEXT_FONT = cv2.FONT_HERSHEY_SIMPLEX
-LEAD_LINE_INTEGRAL = 2.5  # mu * t of a 1-2 mm lead letter: nearly opaque
+LEAD_LINE_INTEGRAL = 8.0  # mu * t of a 1-2 mm lead letter: opaque, brighter than any bone
 HOLDER_LINE_INTEGRAL = 0.08  # the plastic holder around it
 
 
