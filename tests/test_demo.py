@@ -1,0 +1,20 @@
+"""`medtune demo`, first form: a small cohort in a workspace and a summary."""
+
+import pytest
+
+from medtune.cli import main
+
+pytestmark = pytest.mark.integration
+
+
+def test_demo_generates_a_cohort_and_prints_a_summary(tmp_path, capsys):
+    workspace = tmp_path / "ws"
+    rc = main(["demo", "--workspace", str(workspace), "--set", "synth.patients=6",
+               "--set", "synth.size=192", "--set", "synth.workers=1"])  # fmt: skip
+    assert rc == 0
+    out = capsys.readouterr().out
+    for title in ("Images per site", "Images per anatomy", "Images per view", "Images per finding"):
+        assert title in out
+    assert (workspace / "medtune.yaml").is_file()
+    assert (workspace / "sources" / "synth" / "cohort.json").is_file()
+    assert any((workspace / "sources" / "synth" / "dicom").rglob("*"))
