@@ -5,7 +5,7 @@ and presentation attributes, a few vendor private tags (some of which hold ident
 vendors' do), and the pixels in the site's transfer syntax. Every identifying value written is
 returned alongside, so the cohort's PHI manifest lists exactly what went in.
 
-Encoders (all offline): pydicom's native RLE, pylibjpeg-openjpeg for JPEG 2000, pyjpegls for
+Encoders (all offline): GDCM for RLE, pylibjpeg-openjpeg for JPEG 2000, pyjpegls for
 JPEG-LS, and imagecodecs (libjpeg-turbo 3) for JPEG Lossless Process 14, for which pydicom has
 no encoder.
 """
