@@ -132,37 +132,31 @@ class Canvas:
         box = self._box(lo[0], lo[1], hi[0], hi[1])
         if box is None:
             return
-        # Each segment is a capsule evaluated on its own small box; joints take the maximum, so
-        # the cost follows the tube's area, not its bounding box's.
-        layer = np.zeros((box[0].stop - box[0].start, box[1].stop - box[1].start), np.float32)
+        # Each segment is a capsule evaluated on its own small box; joints take the maximum path
+        # length, outer and marrow separately (combining them per segment would leave a bright
+        # cortical ring at every joint), so the cost follows the tube's area, not its box's.
+        shape = (box[0].stop - box[0].start, box[1].stop - box[1].start)
+        outer = np.zeros(shape, np.float32)
+        inner = np.zeros(shape, np.float32) if cortex is not None else None
         for i in range(len(pts) - 1):
-            self._capsule(
-                layer,
-                box,
-                pts[i],
-                pts[i + 1],
-                rad[i],
-                rad[i + 1],
-                density,
-                cortex,
-                inner_density,
-                displaces,
-            )
-        (self.att if target is None else target)[box] += layer
+            self._capsule(outer, inner, box, pts[i], pts[i + 1], rad[i], rad[i + 1], cortex)
+        add = outer * np.float32(density - displaces)
+        if inner is not None:
+            add -= inner * np.float32(density - inner_density)
+        (self.att if target is None else target)[box] += add
 
     def _capsule(
         self,
-        layer: np.ndarray,
+        outer: np.ndarray,
+        inner: np.ndarray | None,
         box: tuple[slice, slice],
         p0: np.ndarray,
         p1: np.ndarray,
         r0: float,
         r1: float,
-        density: float,
         cortex: float | None,
-        inner_density: float,
-        displaces: float,
     ) -> None:
+        """Max the path lengths through one segment's capsule (and its marrow) into the layers."""
         r_max = float(max(r0, r1))
         lo, hi = np.minimum(p0, p1) - r_max, np.maximum(p0, p1) + r_max
         sub = self._box(lo[0], lo[1], hi[0], hi[1])
@@ -171,21 +165,18 @@ class Canvas:
         x, y = self._grid(sub)
         seg = p1 - p0
         length2 = float(seg @ seg) or 1e-6
-        t = np.clip(((x - p0[0]) * seg[0] + (y - p0[1]) * seg[1]) / length2, 0.0, 1.0)
-        d2 = (x - p0[0] - t * seg[0]) ** 2 + (y - p0[1] - t * seg[1]) ** 2
-        r = r0 + (r1 - r0) * t
-        add = 2.0 * np.sqrt(np.maximum(r * r - d2, 0.0)) * (density - displaces)
-        if cortex is not None:
-            inner_r = r * (1.0 - cortex)
-            inner = 2.0 * np.sqrt(np.maximum(inner_r * inner_r - d2, 0.0))
-            add -= inner * (density - inner_density)
-        local = (
-            slice(sub[0].start - box[0].start, sub[0].stop - box[0].start),
-            slice(sub[1].start - box[1].start, sub[1].stop - box[1].start),
-        )
-        region = layer[local]
-        # Max of magnitudes keeps air tubes (negative) and bone tubes (positive) both right.
-        np.copyto(region, add, where=np.abs(add) > np.abs(region))
+        dx, dy = x - p0[0], y - p0[1]
+        t = np.clip((dx * seg[0] + dy * seg[1]) * np.float32(1.0 / length2), 0.0, 1.0)
+        d2 = (dx - t * seg[0]) ** 2 + (dy - t * seg[1]) ** 2
+        r2 = (r0 + (r1 - r0) * t) ** 2 if r0 != r1 else np.float32(r0 * r0)
+        local = (slice(sub[0].start - box[0].start, sub[0].stop - box[0].start),
+                 slice(sub[1].start - box[1].start, sub[1].stop - box[1].start))  # fmt: skip
+        path = 2.0 * np.sqrt(np.maximum(r2 - d2, 0.0))
+        np.maximum(outer[local], path, out=outer[local])
+        if inner is not None and cortex is not None:
+            k = np.float32((1.0 - cortex) ** 2)
+            path = 2.0 * np.sqrt(np.maximum(r2 * k - d2, 0.0))
+            np.maximum(inner[local], path, out=inner[local])
 
     def lines(
         self,

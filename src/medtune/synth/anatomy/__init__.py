@@ -1,6 +1,19 @@
-"""Anatomy renderers; importing this package registers every one of them."""
+"""Anatomy renderers; importing this package registers every one of them.
 
-from medtune.synth.anatomy import chest  # noqa: F401  (registers on import)
+Worker processes import only this package, so every renderer must be imported here: a module
+imported elsewhere would be registered in one process and missing in the others.
+"""
+
+from medtune.synth.anatomy import (  # noqa: F401  (each registers itself on import)
+    chest,
+    foot,
+    hand,
+    knee,
+    pelvis,
+    shoulder,
+    skull,
+    spine,
+)
 from medtune.synth.anatomy.base import ANATOMY_RENDERERS, AnatomyResult, Lesion, Subject
 
 __all__ = ["ANATOMY_RENDERERS", "AnatomyResult", "Lesion", "Subject"]
