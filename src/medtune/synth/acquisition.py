@@ -222,18 +222,21 @@ def _normalise(
     processing: Processing,
     exposure: Exposure,
 ) -> np.ndarray:
-    """Map the log signal to 0..1 over the body: per image (autorange) or fixed per device."""
-    if processing.autorange:
-        # Exposure recognition: the range of the anatomy only, not the raw beam or shutter.
-        body = (line_integral[::4, ::4] > 0.6) & (inside[::4, ::4] > 0.5)
-        sample = q[::4, ::4][body]
-        if sample.size < 16:
-            sample = q[::4, ::4].ravel()
-        lo, hi = np.percentile(sample, [1.0, 99.0])
-    else:
-        # Fixed mapping: an over-exposed image comes out darker, an under-exposed one brighter.
-        shift = -np.log(exposure.dose) * 0.35
-        lo, hi = 0.6 + shift, 6.0 + shift
+    """Map the log signal to 0..1 over the body.
+
+    Autoranging devices normalise each image to its anatomy ("exposure recognition"); the
+    others keep the range the technique chart gives for the body part, so a wrong dose shows:
+    an over-exposed image comes out darker, an under-exposed one brighter and noisier.
+    """
+    # The range of the anatomy only, not the raw beam or the shutter.
+    body = (line_integral[::4, ::4] > 0.1) & (inside[::4, ::4] > 0.5)  # > 5 mm of tissue
+    sample = q[::4, ::4][body]
+    if sample.size < 16:
+        sample = q[::4, ::4].ravel()
+    lo, hi = np.percentile(sample, [1.0, 99.0])
+    if not processing.autorange:
+        shift = float(np.log(exposure.dose)) * 0.5 * (hi - lo)
+        lo, hi = lo + shift, hi + shift
     span = max(float(hi - lo), 1e-3)
     q -= np.float32(lo)
     q *= np.float32(1.0 / span)
