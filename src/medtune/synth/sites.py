@@ -114,8 +114,22 @@ class Site:
 
 
 def make_sites(config: SynthConfig) -> list[Site]:
-    """The cohort's sites, deterministic for ``config.seed``."""
-    return [_make_site(config, index) for index in range(config.sites)]
+    """The cohort's sites, deterministic for ``config.seed``.
+
+    Each site's prevalence factors are log-normal, then divided by their patient-weighted mean
+    over sites, so the configured prevalence stays the cohort-wide prevalence.
+    """
+    sites = [_make_site(config, index) for index in range(config.sites)]
+    weights = np.array([site.weight for site in sites])
+    weights = weights / weights.sum()
+    mean = {
+        f: float(sum(w * site.prevalence_factor[f] for w, site in zip(weights, sites, strict=True)))
+        for f in Finding
+    }
+    return [
+        replace(site, prevalence_factor={f: v / mean[f] for f, v in site.prevalence_factor.items()})
+        for site in sites
+    ]
 
 
 def _make_site(config: SynthConfig, index: int) -> Site:

@@ -9,12 +9,17 @@ the disc spaces and the curve come from one description.
 Drawing is split by cost and character:
 
 * vertebral bodies are flat-ended drums with a cortical shell (:func:`_drum`), which a capsule
-  cannot be; each is registered for fractures as a short tube across its middle;
-* transverse and spinous processes and the sacrum go through ``Canvas.bone``;
+  cannot be; each is registered for fractures (``Canvas.bone`` without drawing) as a short tube
+  across its middle, as wide as the body, and so is the sacrum, drawn as a plate of bone;
+* transverse and spinous processes are drawn and registered as hollow tubes (``Canvas.bone``);
 * thin structures (end plates seen as rings through the diverging beam, pedicle "eyes", facets,
   crests, spurs, calcified plaques) are rasterised together as lines, plates of bone (sacrum,
   ilium) as softly edged fills, and smooth soft tissue (trunk, psoas, kidneys, lung bases) on
   a coarse grid: the three cost a few cv2 calls each instead of one exact tube per structure.
+
+AP is seen as if facing the patient (the patient's left on the image right); the lateral has
+the patient facing the image left. Both views register the same bone names, so a study's
+fracture falls on the same bone in each view.
 
 Age narrows discs (L4-S1 most), grows osteophytes and, on the lateral, calcifies the aorta.
 Low bone density thins the cortex, fades the bodies, deepens the end-plate concavity and
@@ -168,12 +173,12 @@ class PartPen:
         queued = [(q[0], q[-1]) for q in self.lines] + [(q[0], q[-1]) for q in self.fills]
         if not queued:
             return
-        sizes = [len(p) for p, _ in queued]
+        ends = np.cumsum([len(p) for p, _ in queued]).tolist()
+        spans = list(zip([0, *ends[:-1]], ends, strict=True))
         placed = self.place(np.concatenate([p for p, _ in queued]))
-        parts = np.split(placed, np.cumsum(sizes)[:-1])
-        for (_, track), pts in zip(queued, parts, strict=True):
+        for (_, track), (a, b) in zip(queued, spans, strict=True):
             if track:
-                self.track(pts)
+                self.track(placed[a:b])
         cv = self.canvas
         s = 1.0 / cv.mm_per_px
         c0, r0 = np.maximum(np.floor(placed.min(0) * s).astype(int) - 12, 0)
@@ -181,8 +186,8 @@ class PartPen:
         if c1 > c0 and r1 > r0:
             box = (slice(r0, r1), slice(c0, c1))
             # 2 bits of subpixel precision for cv2's shift argument.
-            pix = np.round((placed * s - np.array([c0, r0])) * 4).astype(np.int32)
-            pix = np.split(pix, np.cumsum(sizes)[:-1])
+            allpix = np.round((placed * s - np.array([c0, r0])) * 4).astype(np.int32)
+            pix = [allpix[a:b] for a, b in spans]
             n = len(self.lines)
             lines = [
                 (p, q[1] * self.scale * s, q[2]) for p, q in zip(pix[:n], self.lines, strict=True)
