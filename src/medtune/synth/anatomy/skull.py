@@ -28,7 +28,7 @@ import numpy as np
 
 from medtune.config import Anatomy, Finding
 from medtune.synth.anatomy.base import AnatomyResult, LesionSeed, Subject, register_anatomy
-from medtune.synth.anatomy.spine import PartPen, oval, place_part
+from medtune.synth.anatomy.pen import PartPen, oval, place_part
 from medtune.synth.canvas import CORTEX, SOFT_TISSUE, Canvas
 
 # -- sizes of an adult male skull, mm (scaled by body_scale and the sex factor) -------------------
