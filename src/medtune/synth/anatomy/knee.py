@@ -18,6 +18,7 @@ that the shoulder and pelvis renderers use too.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -25,7 +26,7 @@ import cv2
 import numpy as np
 
 from medtune.config import Anatomy, Finding
-from medtune.synth.anatomy.base import AnatomyResult, Subject, register_anatomy
+from medtune.synth.anatomy.base import AnatomyResult, LesionSeed, Subject, register_anatomy
 from medtune.synth.canvas import CORTEX, FAT, MARROW, SOFT_TISSUE, Canvas, ellipse_outline
 
 # -- sizes of an average adult knee (mm) ------------------------------------------------------
@@ -84,7 +85,7 @@ class Pose:
     cy: float
     scale: float  # subject.body_scale
     angle_deg: float  # in-plane rotation, y down (positive turns clockwise on the image)
-    flip: float = 1.0  # -1 mirrors x: the frame is drawn for the left side
+    flip: float = 1.0  # -1 mirrors x: a frame drawn for one side gives the other
 
     def xy(self, points: object) -> np.ndarray:
         """Canvas mm of frame points, shape (n, 2)."""
@@ -100,6 +101,7 @@ class Pose:
 
     @cached_property
     def _origin(self) -> np.ndarray:
+        """Canvas mm of the frame origin, as a row vector."""
         return np.array([self.cx, self.cy], np.float32)
 
     def angle(self, deg: float) -> float:
@@ -244,11 +246,8 @@ class BoneUnion:
             inner2 = r2 * np.float32((1.0 - frac) ** 2)
             self._merge(self.inner, box, 2.0 * np.sqrt(np.maximum(inner2 - d2, 0.0)))
 
-    def _tube_box(self, pts: np.ndarray, rad: np.ndarray) -> tuple[slice, slice] | None:
-        lo, hi = pts.min(0) - rad.max(), pts.max(0) + rad.max()
-        return self.canvas._box(lo[0], lo[1], hi[0], hi[1])
-
     def _radii(self, pts: np.ndarray, radii: object) -> np.ndarray:
+        """Radii (mm, one per point) at the subject's scale."""
         rad = np.asarray(radii, np.float32) * np.float32(self.pose.scale)
         return np.broadcast_to(rad, (len(pts),)).astype(np.float32)
 
@@ -406,7 +405,8 @@ class SoftLayer:
 
     polygon: np.ndarray  # outline, canvas mm
     depth: float  # mm along the beam where it is thickest
-    density: float  # relative to water; negative to take tissue away (lung: LUNG - 1)
+    density: float  # what it adds per mm: SOFT_TISSUE for the body; inside it, the difference
+    # from the tissue it replaces (lung: LUNG - SOFT_TISSUE, negative)
     edge_mm: float  # how far in from the outline the full depth is reached
 
 
@@ -419,19 +419,22 @@ def soft_tissue(canvas: Canvas, layers: list[SoftLayer]) -> None:
     over the layers, resized, and cut by the first layer's outline filled at full resolution:
     that one is the skin, whose line is crisp; the others lie inside it.
     """
-    # Canvas pixels per coarse cell: about 1/12 of the narrowest rounded edge, 2 to 6 px.
-    edge = min(layer.edge_mm for layer in layers)
-    step = int(np.clip(edge / (12.0 * canvas.mm_per_px), 2, 6))
+    # Canvas pixels per coarse cell: about 1/12 of the skin's rounded edge, 2 to 6 px (what
+    # lies inside is blurred by the tissue around it anyway).
+    step = int(np.clip(layers[0].edge_mm / (12.0 * canvas.mm_per_px), 2, 6))
     mm = canvas.mm_per_px * step
     margin = int(np.ceil(max(layer.edge_mm for layer in layers) / mm)) + 1  # cells past the edge
     size = np.array([canvas.cols, canvas.rows]) // step + 1
-    total = np.zeros((size[1] + 2 * margin, size[0] + 2 * margin), np.float32)
+    shape = (size[1] + 2 * margin, size[0] + 2 * margin)
+    maps = []
     for layer in layers:
-        mask = np.zeros(total.shape, np.uint8)
+        mask = np.zeros(shape, np.uint8)
         pix = np.round((layer.polygon / mm - 0.5 + margin) * 4).astype(np.int32)  # 1/4 cell
         cv2.fillPoly(mask, [pix], 1, cv2.LINE_8, 2)
         f = np.minimum(inside_distance(mask, mm, blur_px=1.5) / layer.edge_mm, 1.0)
-        total += (layer.depth * layer.density) * np.sqrt(1.0 - (1.0 - f) ** 2)
+        maps.append((layer.depth * layer.density) * np.sqrt(f * (2.0 - f)))
+    # What lies inside the body (a lung) never takes away more than 70% of it: walls remain.
+    total = np.maximum(sum(maps), 0.3 * maps[0])
     total = total[margin : margin + size[1], margin : margin + size[0]]
     full = cv2.resize(total, (step * size[0], step * size[1]), interpolation=cv2.INTER_LINEAR)
     full = full[: canvas.rows, : canvas.cols]
@@ -474,6 +477,7 @@ class _KneeShape:
 
     @classmethod
     def draw(cls, subject: Subject, rng: np.random.Generator) -> _KneeShape:
+        """A knee for ``subject``: older knees are more often arthritic."""
         # Osteoarthritis grows common after 45 and is mostly medial (the load-bearing side).
         chance = float(np.clip((subject.age - 45.0) / 35.0, 0.0, 0.85))
         arthritis = float(rng.uniform(0.35, 1.0)) if rng.random() < chance else 0.0
@@ -694,7 +698,7 @@ def render_knee(
     canvas: Canvas,
     subject: Subject,
     view: str,
-    findings: frozenset[Finding],
+    findings: Mapping[Finding, LesionSeed],
     rng: np.random.Generator,
 ) -> AnatomyResult:
     """Draw a knee radiograph (AP or lateral) at true scale, centred on ``canvas``.

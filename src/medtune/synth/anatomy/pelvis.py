@@ -66,13 +66,15 @@ class _PelvisShape:
 
     @classmethod
     def draw(cls, subject: Subject, rng: np.random.Generator) -> _PelvisShape:
+        """A pelvis for ``subject``: proportions of its sex, each varied on its own."""
         female = subject.sex == "F"
 
         def vary(male: float, fem: float, sd: float = 0.03) -> float:
-            # Each measure on its own: individuals overlap, as real pelves do.
+            """A size, varied by ``sd`` (relative): individuals overlap, as real pelves do."""
             return (fem if female else male) * float(rng.normal(1.0, sd))
 
-        def shade(male: float, fem: float) -> float:  # a 0..1 shape trait, blurred
+        def shade(male: float, fem: float) -> float:
+            """A 0..1 shape trait, blurred between the sexes."""
             return float(np.clip((fem if female else male) + rng.normal(0.0, 0.15), 0.0, 1.0))
 
         return cls(
@@ -259,6 +261,7 @@ def _obturator_ring(shape: _PelvisShape) -> tuple[np.ndarray, np.ndarray, np.nda
 
 
 def _pubic_body(shape: _PelvisShape) -> np.ndarray:
+    """Body of the pubis beside the symphysis (image-right half)."""
     sy, h, g = shape.symphysis_y, shape.symphysis_h / 2, SYMPHYSIS_HALF_GAP
     pts = [
         (g, sy - h), (20, sy - h - 2), (34, sy - h + 6), (36, sy), (28, sy + h - 4),

@@ -81,6 +81,7 @@ class _ShoulderShape:
 
     @classmethod
     def draw(cls, subject: Subject, rng: np.random.Generator) -> _ShoulderShape:
+        """A shoulder for ``subject``: the arm turned at random, older cuffs worn."""
         # Cuff degeneration narrows the acromiohumeral space with age.
         wear = float(np.clip((subject.age - 50.0) / 40.0, 0.0, 1.0)) * float(rng.uniform(0, 1))
         return cls(
