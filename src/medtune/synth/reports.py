@@ -456,7 +456,9 @@ FRACTURE_PLACES: dict[Anatomy, tuple[str, ...]] = {
     Anatomy.FOOT: ("fifth metatarsal", "calcaneus", "second metatarsal"),
     Anatomy.SHOULDER: ("surgical neck of the humerus", "greater tuberosity", "clavicle"),
 }
-FRACTURE_KINDS: dict[Anatomy | None, tuple[str, ...]] = {
+# The kind of fracture words by the kind of bone: "compression" only for vertebral bodies,
+# "linear" only for the vault; a transverse process or the mandible breaks like any bone.
+FRACTURE_KINDS: dict[str | None, tuple[str, ...]] = {
     None: (
         "nondisplaced",
         "minimally displaced",
@@ -466,9 +468,19 @@ FRACTURE_KINDS: dict[Anatomy | None, tuple[str, ...]] = {
         "comminuted",
         "acute",
     ),
-    Anatomy.LUMBAR_SPINE: ("compression", "acute compression", "mild compression"),
-    Anatomy.SKULL: ("linear", "nondisplaced linear"),
+    "vertebral body": ("compression", "acute compression", "mild compression"),
+    "vault": ("linear", "nondisplaced linear"),
 }
+VAULT_BONES = ("frontal", "parietal", "occipital", "temporal")
+
+
+def _fracture_kinds(anatomy: Anatomy, bone: str) -> tuple[str, ...]:
+    if anatomy is Anatomy.LUMBAR_SPINE and "vertebral body" in bone:
+        return FRACTURE_KINDS["vertebral body"]
+    if anatomy is Anatomy.SKULL and any(word in bone for word in VAULT_BONES):
+        return FRACTURE_KINDS["vault"]
+    return FRACTURE_KINDS[None]
+
 
 # Chest zones in the words radiologists use for them.
 _LEVELS = (
@@ -881,7 +893,7 @@ def _fracture_slots(truth: FindingTruth, inp: ReportInput, rng: np.random.Genera
         bone = _pick(rng, places).format(side=side or _pick(rng, ("left", "right")))
     if side and side not in bone.split() and rng.random() < 0.5:
         bone = _with_side(bone, side)
-    kind = _pick(rng, FRACTURE_KINDS.get(inp.anatomy, FRACTURE_KINDS[None]))
+    kind = _pick(rng, _fracture_kinds(inp.anatomy, bone))
     return {"bone": bone, "kind": kind, "a_kind": _article(kind)}
 
 
