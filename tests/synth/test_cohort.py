@@ -1,6 +1,9 @@
 """A whole small cohort: files read back, truth matches pixels, PHI manifest is complete."""
 
+import csv
 import hashlib
+import json
+import re
 from pathlib import Path
 
 import cv2
@@ -165,3 +168,24 @@ def test_max_images_caps_the_cohort(tmp_path):
     summary = generate_cohort(config, tmp_path)
     assert len(pq.read_table(tmp_path / "truth" / "images.parquet")) == 7
     assert "7 images" in summary.lines[-1]
+
+
+def test_reports_name_the_bone_the_image_shows_broken(cohort):
+    truth = pq.read_table(cohort / "truth" / "reports.parquet").to_pylist()
+    texts: dict[str, str] = {}
+    for path in sorted((cohort / "reports").iterdir()):
+        with path.open(encoding="utf-8") as fh:
+            if path.suffix == ".csv":
+                rows = list(csv.DictReader(fh))
+            else:
+                rows = [json.loads(line) for line in fh]
+        texts.update({r["accession_number"]: r["report_text"].lower() for r in rows})
+    checked = 0
+    for t in truth:
+        if t["finding"] == "fracture" and t["status"] == "positive" and t["location"]:
+            # Reports may put the side anywhere in the phrase: "phalanx of the left fourth toe".
+            words = [w for w in t["location"].lower().split() if w not in ("left", "right")]
+            pattern = r"\s+(?:(?:left|right)\s+)?".join(map(re.escape, words))
+            assert re.search(pattern, texts[t["accession"]]), (words, t["accession"])
+            checked += 1
+    assert checked > 0
