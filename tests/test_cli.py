@@ -62,3 +62,11 @@ def test_synth_refuses_non_empty_out(tmp_path, capsys):
     (tmp_path / "something.txt").write_text("x")
     assert main(["synth", "--out", str(tmp_path), "--patients", "1", "--anatomies", "chest"]) == 1
     assert "not empty" in capsys.readouterr().err
+
+
+def test_bad_flag_values_name_the_flag(capsys):
+    assert main(["synth", "--out", "x", "--patients", "0"]) == 1
+    assert capsys.readouterr().err.startswith("medtune: error: --patients: ")
+    assert main(["synth", "--out", "x", "--anatomies", "chest,hnd"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("medtune: error: --anatomies: ") and "did you mean 'hand'" in err

@@ -80,20 +80,23 @@ def synth(
     from medtune.config import SynthConfig, load_recipe
 
     overrides = list(set_ or [])
-    for key, value in (
-        ("patients", patients),
-        ("sites", sites),
-        ("size", size),
-        ("seed", seed),
-        ("max_images", images),
-        ("workers", workers),
+    flags = {}
+    for key, flag, value in (
+        ("patients", "--patients", patients),
+        ("sites", "--sites", sites),
+        ("size", "--size", size),
+        ("seed", "--seed", seed),
+        ("max_images", "--images", images),
+        ("workers", "--workers", workers),
     ):
         if value is not None:
             overrides.append(f"{key}={value}")
+            flags[key] = flag
     if anatomies:
         names = [name.strip() for item in anatomies for name in item.split(",") if name.strip()]
         overrides.append(f"anatomies=[{', '.join(names)}]")
-    config = load_recipe(recipe, overrides, expect=SynthConfig)
+        flags["anatomies"] = "--anatomies"
+    config = load_recipe(recipe, overrides, expect=SynthConfig, flags=flags)
     assert isinstance(config, SynthConfig)
 
     from medtune.synth.cohort import generate_cohort
@@ -121,7 +124,7 @@ def demo(
     overrides = list(set_ or [])
     if workspace is not None:
         overrides.append(f"workspace={workspace}")
-    config = load_recipe(recipe, overrides, expect=DemoConfig)
+    config = load_recipe(recipe, overrides, expect=DemoConfig, flags={"workspace": "--workspace"})
     assert isinstance(config, DemoConfig)
 
     from medtune.demo import run_demo

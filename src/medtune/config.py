@@ -194,10 +194,13 @@ def load_recipe(
     source: str | Path,
     overrides: list[str] | tuple[str, ...] = (),
     expect: type[Recipe] | None = None,
+    flags: dict[str, str] | None = None,
 ) -> Recipe:
     """Load, override and validate a recipe; raise :class:`MedtuneError` with a precise message.
 
     ``expect`` checks the recipe's kind (``medtune demo`` refuses a ``synth`` recipe).
+    ``flags`` names the command-line option an override came from (``{"patients":
+    "--patients"}``), so an error about it names the option the user typed.
     """
     path = resolve_recipe(source)
     text = path.read_text(encoding="utf-8")
@@ -231,7 +234,8 @@ def load_recipe(
         raise MedtuneError(
             f"{path}: this is a '{kind}' recipe; this command needs a '{wanted}' one"
         )
-    return validate(model, data, str(path), lines, set_keys)
+    labels = {key: f"--set {key}" for key in set_keys} | (flags or {})
+    return validate(model, data, str(path), lines, labels)
 
 
 def validate(
@@ -239,15 +243,18 @@ def validate(
     data: dict[str, Any],
     source: str = "<config>",
     lines: dict[tuple[str, ...], int] | None = None,
-    set_keys: set[str] | None = None,
+    labels: dict[str, str] | None = None,
 ) -> Recipe:
-    """Validate ``data`` against ``model``; turn pydantic's errors into one precise line."""
+    """Validate ``data`` against ``model``; turn pydantic's errors into one precise line.
+
+    ``labels`` maps dotted keys that came from the command line to what the user typed.
+    """
     try:
         return model.model_validate(data)
     except ValidationError as exc:
         # Unknown keys first: a misspelt key also explains the "missing" error it causes.
         errors = sorted(exc.errors(include_url=False), key=lambda e: e["type"] != "extra_forbidden")
-        first = _describe(model, errors[0], source, lines or {}, set_keys or set())
+        first = _describe(model, errors[0], source, lines or {}, labels or {})
         more = (
             f" (and {len(errors) - 1} more problem{'s' * (len(errors) > 2)})"
             if len(errors) > 1
@@ -318,15 +325,18 @@ def _describe(
     error: Any,
     source: str,
     lines: dict[tuple[str, ...], int],
-    set_keys: set[str],
+    labels: dict[str, str],
 ) -> str:
     loc = tuple(str(part) for part in error["loc"])
     dotted = ".".join(loc) if loc else "(top level)"
-    if dotted in set_keys:
-        where = f"--set {dotted}"
-    else:
-        line = _nearest_line(lines, loc)
-        where = f"{source}:{line}: {dotted}" if line else f"{source}: {dotted}"
+    # An override of "anatomies" answers for "anatomies.1" too: match the longest prefix.
+    label = next(
+        (labels[".".join(loc[:end])] for end in range(len(loc), 0, -1)
+         if ".".join(loc[:end]) in labels),
+        None,
+    )  # fmt: skip
+    line = _nearest_line(lines, loc)
+    where = label or (f"{source}:{line}: {dotted}" if line else f"{source}: {dotted}")
     kind = error["type"]
     if kind == "extra_forbidden":
         valid = _valid_keys(model, loc[:-1])
@@ -334,7 +344,7 @@ def _describe(
         hint = f" (did you mean '{'.'.join((*loc[:-1], close[0]))}'?)" if close else ""
         if not close and valid:
             hint = f" (valid keys here: {', '.join(valid)})"
-        prefix = where.removesuffix(f": {dotted}") if dotted not in set_keys else "--set"
+        prefix = "--set" if label else (f"{source}:{line}" if line else source)
         return f"{prefix}: unknown key '{dotted}'{hint}"
     if kind == "missing":
         return f"{where}: required key is missing"
