@@ -64,8 +64,11 @@ class Canvas:
 
     # -- geometry helpers ---------------------------------------------------------------------
 
-    def _box(self, x0: float, y0: float, x1: float, y1: float) -> tuple[slice, slice] | None:
-        """Pixel slices covering the mm rectangle, clipped to the canvas; None if outside."""
+    def box(self, x0: float, y0: float, x1: float, y1: float) -> tuple[slice, slice] | None:
+        """Pixel slices covering the mm rectangle, clipped to the canvas; None if outside.
+
+        Padded by a pixel or two past the rectangle, so a shape's rounded edge is never cut.
+        """
         s = 1.0 / self.mm_per_px
         c0, c1 = max(int(np.floor(x0 * s)) - 1, 0), min(int(np.ceil(x1 * s)) + 2, self.cols)
         r0, r1 = max(int(np.floor(y0 * s)) - 1, 0), min(int(np.ceil(y1 * s)) + 2, self.rows)
@@ -73,7 +76,7 @@ class Canvas:
             return None
         return slice(r0, r1), slice(c0, c1)
 
-    def _grid(self, box: tuple[slice, slice]) -> tuple[np.ndarray, np.ndarray]:
+    def grid(self, box: tuple[slice, slice]) -> tuple[np.ndarray, np.ndarray]:
         """Pixel-centre coordinates (mm) of a box, as broadcastable row and column vectors."""
         if self._xs is None or self._ys is None:
             # Built once per canvas: shapes are drawn by the hundred, each wants its slice.
@@ -81,6 +84,10 @@ class Canvas:
             self._ys = (np.arange(self.rows, dtype=np.float32) + 0.5) * self.mm_per_px
         rows, cols = box
         return self._xs[None, cols], self._ys[rows, None]
+
+    # The old private names, still called by chest.py: use box() and grid().
+    _box = box
+    _grid = grid
 
     # -- primitives ---------------------------------------------------------------------------
 
@@ -97,10 +104,10 @@ class Canvas:
     ) -> None:
         """Add an ellipsoid: semi-axes rx, ry in the image plane, ``depth`` mm thick at centre."""
         reach = max(rx, ry)
-        box = self._box(cx - reach, cy - reach, cx + reach, cy + reach)
+        box = self.box(cx - reach, cy - reach, cx + reach, cy + reach)
         if box is None:
             return
-        x, y = self._grid(box)
+        x, y = self.grid(box)
         a = np.deg2rad(angle_deg)
         ca, sa = np.float32(np.cos(a)), np.float32(np.sin(a))
         dx, dy = x - cx, y - cy
@@ -129,7 +136,7 @@ class Canvas:
         rad = np.broadcast_to(np.asarray(radii, np.float32), (len(pts),)).astype(np.float32)
         r_max = float(rad.max())
         lo, hi = pts.min(0) - r_max, pts.max(0) + r_max
-        box = self._box(lo[0], lo[1], hi[0], hi[1])
+        box = self.box(lo[0], lo[1], hi[0], hi[1])
         if box is None:
             return
         # Each segment is a capsule evaluated on its own small box; joints take the maximum path
@@ -159,10 +166,10 @@ class Canvas:
         """Max the path lengths through one segment's capsule (and its marrow) into the layers."""
         r_max = float(max(r0, r1))
         lo, hi = np.minimum(p0, p1) - r_max, np.maximum(p0, p1) + r_max
-        sub = self._box(lo[0], lo[1], hi[0], hi[1])
+        sub = self.box(lo[0], lo[1], hi[0], hi[1])
         if sub is None:
             return
-        x, y = self._grid(sub)
+        x, y = self.grid(sub)
         seg = p1 - p0
         length2 = float(seg @ seg) or 1e-6
         dx, dy = x - p0[0], y - p0[1]
@@ -211,19 +218,29 @@ class Canvas:
         radii: Sequence[float] | np.ndarray | float,
         bone_density: float,
         cortex: float = 0.3,
+        draw: bool = True,
+        target: np.ndarray | None = None,
     ) -> Bone:
-        """Add a long bone (hollow tube with cortex) and remember it for fractures."""
+        """Add a long bone (hollow tube with cortex) and remember it for fractures.
+
+        With ``draw=False`` the bone is only recorded, for a fracture to be cut through it: for
+        bones whose look comes from other shapes (a union of pieces, a flat-ended vertebral
+        body, a layered skull vault), where the tube only tells the fracture step where to cut.
+        ``target``, as for :meth:`tube`, draws into that array instead of ``att``.
+        """
         pts = np.asarray(points, np.float32).reshape(-1, 2)
         rad = np.broadcast_to(np.asarray(radii, np.float32), (len(pts),)).astype(np.float32)
         # Low bone density thins the cortex and lowers its mineral content.
         cortex_fraction = float(np.clip(cortex * bone_density, 0.08, 0.9))
-        self.tube(
-            pts,
-            rad,
-            density=1.0 + (CORTEX - 1.0) * bone_density,
-            cortex=cortex_fraction,
-            inner_density=1.0 + (MARROW - 1.0) * bone_density,
-        )
+        if draw:
+            self.tube(
+                pts,
+                rad,
+                density=1.0 + (CORTEX - 1.0) * bone_density,
+                cortex=cortex_fraction,
+                inner_density=1.0 + (MARROW - 1.0) * bone_density,
+                target=target,
+            )
         record = Bone(name, pts, rad, cortex_fraction, bone_density)
         self.bones.append(record)
         return record
@@ -243,7 +260,7 @@ class Canvas:
         """
         poly = np.asarray(polygon, np.float32).reshape(-1, 2)
         lo, hi = poly.min(0), poly.max(0)
-        box = self._box(lo[0], lo[1], hi[0], hi[1])
+        box = self.box(lo[0], lo[1], hi[0], hi[1])
         if box is None:
             return None
         origin = np.array([box[1].start, box[0].start], np.float32)
@@ -286,6 +303,27 @@ def ellipse_outline(
     """Points (mm) along an elliptical arc from angle a0 to a1 (degrees, y down)."""
     t = np.deg2rad(np.linspace(a0, a1, n, dtype=np.float32))
     return np.stack([cx + rx * np.cos(t), cy + ry * np.sin(t)], axis=1)
+
+
+def round_corners(
+    points: Sequence[Sequence[float]] | np.ndarray,
+    rounds: int = 3,
+    closed: bool = True,
+    dtype: type[np.floating] = np.float32,
+) -> np.ndarray:
+    """Round the corners of an outline (Chaikin's corner cutting): skin and bone have none.
+
+    ``points`` are (n, 2) mm, or (n, 3) with a depth that is cut alike (a limb frame's w). An
+    open polyline (``closed=False``) keeps its two end points. The arithmetic runs in ``dtype``.
+    """
+    p = np.asarray(points, dtype)
+    p = p.reshape(-1, p.shape[-1] if p.ndim > 1 else 2)
+    for _ in range(rounds):
+        nxt = np.roll(p, -1, axis=0)
+        cut = np.stack([0.75 * p + 0.25 * nxt, 0.25 * p + 0.75 * nxt], axis=1)
+        cut = cut.reshape(-1, p.shape[1])
+        p = cut if closed else np.concatenate([p[:1], cut[1:-2], p[-1:]])
+    return p
 
 
 def smooth_noise(rng: np.random.Generator, rows: int, cols: int, scale_px: float) -> np.ndarray:

@@ -10,8 +10,8 @@ from medtune.synth.anatomy.base import ANATOMY_RENDERERS, AnatomyResult, Subject
 from medtune.synth.anatomy.foot import (
     FOOT_FIELD_MM,
     FOOT_VIEWS,
-    _hallux_valgus,
-    _layout_foot,
+    hallux_valgus,
+    layout_foot,
     render_foot,
 )
 from medtune.synth.canvas import Canvas
@@ -130,7 +130,7 @@ def test_habitus_thickens_the_soft_tissue() -> None:
 
 def test_hallux_valgus_worse_in_elderly_women() -> None:
     def mean_angle(**changes: object) -> float:
-        return float(np.mean([_hallux_valgus(np.random.default_rng(s), subject(**changes))
+        return float(np.mean([hallux_valgus(np.random.default_rng(s), subject(**changes))
                               for s in range(60)]))  # fmt: skip
 
     assert mean_angle(sex="F", age=85.0) > mean_angle(sex="F", age=30.0) + 4.0
@@ -142,7 +142,7 @@ def test_first_mtp_osteoarthritis_only_in_the_elderly() -> None:
 
     def affected(age: float) -> int:
         rngs = [np.random.default_rng(s) for s in range(25)]
-        return sum(_layout_foot(canvas, subject(age=age), rng).oa[(0, 0)] > 0 for rng in rngs)
+        return sum(layout_foot(canvas, subject(age=age), rng).oa[(0, 0)] > 0 for rng in rngs)
 
     assert affected(50.0) == 0
     assert 0 < affected(65.0) < affected(90.0)

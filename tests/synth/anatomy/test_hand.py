@@ -7,7 +7,7 @@ import pytest
 
 from medtune.config import Anatomy
 from medtune.synth.anatomy.base import ANATOMY_RENDERERS, AnatomyResult, Subject
-from medtune.synth.anatomy.hand import HAND_FIELD_MM, HAND_VIEWS, _layout_hand, render_hand
+from medtune.synth.anatomy.hand import HAND_FIELD_MM, HAND_VIEWS, layout_hand, render_hand
 from medtune.synth.canvas import Canvas
 
 MM_PER_PX = 1.0  # coarse: geometry is what is tested, and it keeps the file fast
@@ -144,7 +144,7 @@ def test_osteoarthritis_only_in_the_elderly_and_more_with_age() -> None:
 
     def affected(age: float) -> int:
         rngs = [np.random.default_rng(s) for s in range(25)]
-        grades = [_layout_hand(canvas, subject(age=age), rng).oa for rng in rngs]
+        grades = [layout_hand(canvas, subject(age=age), rng).oa for rng in rngs]
         return sum(g > 0 for oa in grades for g in oa.values())
 
     assert affected(45.0) == 0

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from medtune.synth.anatomy.base import LesionSeed, Subject
-from medtune.synth.anatomy.knee import _KneeShape, render_knee
+from medtune.synth.anatomy.knee import KneeShape, render_knee
 from medtune.synth.canvas import Canvas
 from medtune.synth.fracture import apply_fracture
 
@@ -74,8 +74,8 @@ def test_same_seed_same_pixels_other_seed_other_pixels_views_differ():
 
 def test_older_knees_have_narrower_medial_joint_spaces():
     rng = np.random.default_rng(0)
-    young = [_KneeShape.draw(_subject(age=25), rng) for _ in range(60)]
-    old = [_KneeShape.draw(_subject(age=80), rng) for _ in range(60)]
+    young = [KneeShape.draw(_subject(age=25), rng) for _ in range(60)]
+    old = [KneeShape.draw(_subject(age=80), rng) for _ in range(60)]
     assert np.mean([k.js_medial for k in old]) < np.mean([k.js_medial for k in young]) - 1.0
     assert np.mean([k.arthritis > 0 for k in old]) > 0.5 > np.mean([k.arthritis > 0 for k in young])
 

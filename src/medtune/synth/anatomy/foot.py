@@ -2,7 +2,7 @@
 
 The foot is laid out in its own anatomical frame (mm): ``u`` toward the great toe (medial), ``v``
 toward the toes (distal), ``w`` up from the sole toward the X-ray source (dorsal), origin at the
-talonavicular joint. The limb helpers of the hand renderer project it onto the detector: a roll
+talonavicular joint. The limb helpers (:mod:`.limb`) project it onto the detector: a roll
 about the long axis for the oblique (the lateral border lifted 30 deg, so the high second ray
 swings onto the first and the lateral metatarsal bases open up), a mirror for laterality (facing
 the patient, a left foot shows its great toe on the image left, toward the midline), body scale,
@@ -24,7 +24,7 @@ import numpy as np
 
 from medtune.config import Anatomy, Finding
 from medtune.synth.anatomy.base import AnatomyResult, LesionSeed, Subject, register_anatomy
-from medtune.synth.anatomy.hand import (
+from medtune.synth.anatomy.limb import (
     PLACEMENT_MARGIN_MM,
     BoneSpec,
     LimbPose,
@@ -33,17 +33,18 @@ from medtune.synth.anatomy.hand import (
     chain_bones,
     cut_below,
     digit_outline,
+    draw_soft_tissue,
+    place_pose,
+)
+from medtune.synth.anatomy.limb_bones import (
     draw_bone_union,
     draw_long_bone,
     draw_osteophytes,
     draw_shell,
-    draw_soft_tissue,
     draw_spongy_bones,
     osteoarthritis_grades,
-    place_pose,
-    smooth_outline,
 )
-from medtune.synth.canvas import Canvas
+from medtune.synth.canvas import Canvas, round_corners
 
 FOOT_FIELD_MM = (190.0, 290.0)  # detector field (width, height) an average adult foot needs
 FOOT_VIEWS = ("AP", "OBL")
@@ -157,7 +158,7 @@ def _joint_gaps(
     return gaps, oa
 
 
-def _hallux_valgus(rng: np.random.Generator, subject: Subject) -> float:
+def hallux_valgus(rng: np.random.Generator, subject: Subject) -> float:
     """The great toe's lateral deviation (deg): worse with age, mostly in women."""
     ageing = float(np.clip((subject.age - 40.0) / 50.0, 0.0, 1.0))
     extra = ELDERLY_VALGUS_DEG * ageing * (1.0 if subject.sex == "F" else 0.35)
@@ -206,14 +207,14 @@ def _foot_outline(rays: list[list[BoneSpec]], heel: float, width: float) -> np.n
         arc = np.radians(np.linspace(15.0, 165.0, 7)).tolist()
         pts += [(-3.5 * width + 29.0 * width * math.cos(a), -heel + 26.0 - 26.0 * math.sin(a), 20.0)
                 for a in arc]  # fmt: skip
-    return smooth_outline(np.array(pts, np.float64))
+    return round_corners(pts, rounds=2, dtype=np.float64)
 
 
-def _layout_foot(canvas: Canvas, subject: Subject, rng: np.random.Generator) -> FootLayout:
+def layout_foot(canvas: Canvas, subject: Subject, rng: np.random.Generator) -> FootLayout:
     """Lay out the bones and skin; the heel shown is what the field leaves behind the toes."""
     width = subject.habitus**HABITUS_WIDENS
     gaps, oa = _joint_gaps(rng, subject)
-    valgus = _hallux_valgus(rng, subject)
+    valgus = hallux_valgus(rng, subject)
     rays = [_layout_ray(r, rng, gaps[r], valgus) for r in range(len(RAYS))]
     top = max(float(ray[-1][2][1]) for ray in rays) + TOE_PAD_MM
     room = min(canvas.height_mm, FOOT_FIELD_MM[1]) - 2 * PLACEMENT_MARGIN_MM - 12.0
@@ -300,7 +301,7 @@ def render_foot(
     """
     if view not in FOOT_VIEWS:
         raise ValueError(f"foot view must be one of {FOOT_VIEWS}, got {view!r}")
-    layout = _layout_foot(canvas, subject, rng)
+    layout = layout_foot(canvas, subject, rng)
     pose, box = _foot_pose(canvas, subject, view, layout, rng)
     v0, d0, v1, d1 = FOOT_TAPER
     thick = subject.habitus**HABITUS_THICKENS  # fat adds thickness more than width

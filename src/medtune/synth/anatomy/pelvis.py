@@ -25,15 +25,9 @@ import numpy as np
 
 from medtune.config import Anatomy, Finding
 from medtune.synth.anatomy.base import AnatomyResult, LesionSeed, Subject, register_anatomy
-from medtune.synth.anatomy.knee import (
-    BoneKit,
-    Pose,
-    SoftLayer,
-    field_box,
-    round_corners,
-    soft_tissue,
-)
-from medtune.synth.canvas import AIR, SOFT_TISSUE, Canvas, ellipse_outline
+from medtune.synth.anatomy.bones import BoneKit, Pose, centred_pose
+from medtune.synth.anatomy.soft import SoftLayer, field_box, soft_tissue
+from medtune.synth.canvas import AIR, SOFT_TISSUE, Canvas, ellipse_outline, round_corners
 
 FIELD_MM = (430.0, 350.0)  # detector field (width, height) an average pelvis needs
 HEADS_BELOW_CENTRE = 25.0  # femoral head centres sit this far below the field centre, mm
@@ -96,13 +90,8 @@ class _PelvisShape:
 
 def _place(canvas: Canvas, subject: Subject, rng: np.random.Generator) -> Pose:
     """The pelvis frame: field centred on the canvas, head centres a little below the middle."""
-    dx, dy = rng.normal(0.0, JITTER, 2) * (canvas.width_mm, canvas.height_mm)
-    return Pose(
-        canvas.width_mm / 2 + float(dx),
-        canvas.height_mm / 2 + float(dy) + HEADS_BELOW_CENTRE * subject.body_scale,
-        subject.body_scale,
-        float(rng.normal(0.0, TILT_DEG)),
-    )
+    below = HEADS_BELOW_CENTRE * subject.body_scale
+    return centred_pose(canvas, subject.body_scale, rng, JITTER, TILT_DEG, below_mm=below)
 
 
 def _body_outline(subject: Subject, shape: _PelvisShape, reach: float) -> np.ndarray:

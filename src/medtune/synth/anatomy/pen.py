@@ -31,8 +31,6 @@ FILL_BLUR_PX = 2.0  # edge softness of bony plates (sacrum, ilium)
 class PartPen:
     """Draws in the part's local frame (mm) onto the canvas: scale, rotate, translate.
 
-    Shared with the skull renderer (and a candidate for ``canvas.py``).
-
     Bony primitives widen ``lo``/``hi``, the part's bounding box on the canvas (mm). Lines and
     fills are queued and rasterised together by :meth:`flush`; soft tissue is queued for
     :meth:`soft_tissue`, which draws it on a coarse grid.
@@ -85,8 +83,7 @@ class PartPen:
         """
         pts = self.place(points)
         rad = np.full(len(pts), 1.0) * np.asarray(radii, np.float64) * self.scale
-        target = self.canvas if visible else _registry_only(self.canvas)
-        target.bone(name, pts, rad, bone_density, cortex)
+        self.canvas.bone(name, pts, rad, bone_density, cortex, draw=visible)
         self.track(pts, float(np.max(rad)))
 
     def drum(self, top, bottom, half, depth_ratio, bone_density, track=True) -> None:
@@ -188,14 +185,6 @@ class PartPen:
         x0, y0 = float(np.clip(self.lo[0], 0, w)), float(np.clip(self.lo[1], 0, h))
         x1, y1 = float(np.clip(self.hi[0], 0, w)), float(np.clip(self.hi[1], 0, h))
         return x0, y0, x1, y1
-
-
-def _registry_only(canvas: Canvas) -> Canvas:
-    """A zero-size stand-in sharing ``canvas.bones``: ``Canvas.bone`` records there, draws nothing.
-
-    (Its one pixel lies at the origin, so any tube away from the corner misses it entirely.)
-    """
-    return Canvas(1, 1, 1e-9, np.zeros((1, 1), np.float32), canvas.bones)
 
 
 def _raster_lines(lines, box) -> np.ndarray:

@@ -23,15 +23,9 @@ import numpy as np
 
 from medtune.config import Anatomy, Finding
 from medtune.synth.anatomy.base import AnatomyResult, LesionSeed, Subject, register_anatomy
-from medtune.synth.anatomy.knee import (
-    BoneKit,
-    Pose,
-    SoftLayer,
-    field_box,
-    round_corners,
-    soft_tissue,
-)
-from medtune.synth.canvas import CORTEX, LUNG, MARROW, SOFT_TISSUE, Canvas
+from medtune.synth.anatomy.bones import BoneKit, Pose, centred_pose
+from medtune.synth.anatomy.soft import SoftLayer, field_box, soft_tissue
+from medtune.synth.canvas import CORTEX, LUNG, MARROW, SOFT_TISSUE, Canvas, round_corners
 
 FIELD_MM = (300.0, 240.0)  # detector field (width, height) an average shoulder needs
 FRAME_OFFSET = (40.0, -15.0)  # where the glenoid sits relative to the field centre, mm
@@ -94,14 +88,7 @@ class _ShoulderShape:
 def _place(canvas: Canvas, subject: Subject, rng: np.random.Generator) -> Pose:
     """The shoulder frame: field centred on the canvas, glenoid a little lateral and up."""
     flip = -1.0 if subject.laterality == "R" else 1.0
-    dx, dy = rng.normal(0.0, JITTER, 2) * (canvas.width_mm, canvas.height_mm)
-    centre = Pose(
-        canvas.width_mm / 2 + float(dx),
-        canvas.height_mm / 2 + float(dy),
-        subject.body_scale,
-        float(rng.normal(0.0, TILT_DEG)),
-        flip,
-    )
+    centre = centred_pose(canvas, subject.body_scale, rng, JITTER, TILT_DEG, flip)
     return centre.moved(FRAME_OFFSET, 0.0)
 
 

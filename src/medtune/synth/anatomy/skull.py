@@ -28,7 +28,7 @@ import numpy as np
 
 from medtune.config import Anatomy, Finding
 from medtune.synth.anatomy.base import AnatomyResult, LesionSeed, Subject, register_anatomy
-from medtune.synth.anatomy.pen import PartPen, oval, place_part
+from medtune.synth.anatomy.pen import PartPen, mirror_x, oval, place_part, vec
 from medtune.synth.canvas import CORTEX, SOFT_TISSUE, Canvas
 
 # -- sizes of an adult male skull, mm (scaled by body_scale and the sex factor) -------------------
@@ -84,22 +84,10 @@ def _head(subject: Subject, rng: np.random.Generator) -> _Head:
     return _Head(male, float(subject.bone_density), robust, teeth_lost, hfi, pineal, thickness)
 
 
-def _v(x: float, y: float) -> np.ndarray:
-    """A 2-vector (mm), for offsetting points."""
-    return np.array([x, y], np.float64)
-
-
-def _mirror(points, side: float) -> np.ndarray:
-    """An outline given for the image left moved to ``side`` (-1 image left, +1 image right)."""
-    p = np.array(points, np.float64)
-    p[:, 0] *= -side
-    return p
-
-
 def _both(points) -> np.ndarray:
     """A closed outline from an image-left half that ends on the midline."""
     half = np.asarray(points, np.float64)
-    return np.concatenate([half, _mirror(half[-2::-1], 1.0)])
+    return np.concatenate([half, mirror_x(half[-2::-1], 1.0)])
 
 
 def _scalloped(cx: float, cy: float, rx: float, ry: float, rng, n: int = 16) -> np.ndarray:
@@ -271,7 +259,7 @@ def _sinuses_pa(pen: PartPen, head: _Head, rng) -> None:
         lobe = _scalloped(side * (w * 0.5 + 1.5), 2.0 - h * 0.5, w * 0.55, h * 0.5, rng)
         pen.fill(lobe, -7.0)
         pen.line(np.concatenate([lobe, lobe[:1]]), 0.6, 5.0)  # sclerotic margin
-        pen.fill(_mirror(MAXILLARY_SINUS_PA, side), -22.0)
+        pen.fill(mirror_x(MAXILLARY_SINUS_PA, side), -22.0)
         pen.fill(oval(side * 10, 48, 4.0, 9.0), 6.0)  # inferior turbinate
         for row in range(3):  # ethmoid air cells
             for col in range(2):
@@ -286,10 +274,10 @@ def _skull_base_pa(pen: PartPen, head: _Head) -> None:
     """Petrous pyramids across the lower orbits, mastoid processes, zygomas, upper spine."""
     mastoid = 0.7 + 0.6 * head.robust
     for side in (-1.0, 1.0):
-        petrous = _mirror(PETROUS_PA, side)
+        petrous = mirror_x(PETROUS_PA, side)
         pen.fill(petrous, 22.0 * head.density)
         pen.line(petrous[:3], 1.0, 20.0 * head.density)  # the ridge, dense and sharp
-        tip = _v(side * 52, 50 + 14 * mastoid)
+        tip = vec(side * 52, 50 + 14 * mastoid)
         pen.fill([(side * 62, 35), tip, (side * 44, 38)], 10.0 * head.density)
         for k in range(4):  # mastoid air cells
             _dot(pen, side * (54 - 3 * k), 38 + 4 * k, 2.2 * mastoid, -4.0)
@@ -301,12 +289,12 @@ def _skull_base_pa(pen: PartPen, head: _Head) -> None:
 def _jaw_pa(pen: PartPen, head: _Head, rng) -> None:
     """Mandible (U-shaped, seen from behind) and the dental arches at the occlusal plane."""
     half = np.asarray(MANDIBLE_PA, np.float64)
-    outer = np.concatenate([half, _mirror(half[-2::-1], 1.0)])
-    inner = outer * _v(0.8, 1.0) + _v(0, -14)
+    outer = np.concatenate([half, mirror_x(half[-2::-1], 1.0)])
+    inner = outer * vec(0.8, 1.0) + vec(0, -14)
     pen.fill(np.concatenate([outer, inner[::-1]]), 12.0 * head.density)
     pen.line(outer[2:-2], 1.8, 20.0 * head.density)  # lower border cortex
     for side, which in ((-1.0, "right"), (1.0, "left")):
-        ramus = _mirror([(-50, 92), (-51, 60), (-50, 30)], side)
+        ramus = mirror_x([(-50, 92), (-51, 60), (-50, 30)], side)
         pen.line(ramus, 4.0, 16.0 * head.density)
         pen.bone(f"{which} mandibular ramus", ramus, 5.0, head.density, visible=False)
     body = _both([(-46, 96), (-36, 110), (-18, 117), (0, 119)])
@@ -403,7 +391,7 @@ def _sella_and_base_lat(pen: PartPen, head: _Head) -> None:
     sx, sy = SELLA
     roofs = [(8, 0), (30, 8), (50, 14), (sx - 8, sy - 5)]
     pen.line(roofs, 0.9, bright)
-    pen.line(np.asarray(roofs) + _v(3, 4), 0.7, 0.6 * bright)  # the other orbital roof
+    pen.line(np.asarray(roofs) + vec(3, 4), 0.7, 0.6 * bright)  # the other orbital roof
     cup = [(sx - 9, sy - 4), (sx - 6, sy + 5), (sx, sy + 7), (sx + 6, sy + 4), (sx + 8, sy - 6),
            (sx + 6, sy - 10)]  # fmt: skip
     pen.line(cup, 0.9, bright)  # tuberculum, floor and dorsum sellae
@@ -423,7 +411,7 @@ def _mastoid_lat(pen: PartPen, head: _Head, rng) -> None:
     size = 0.7 + 0.6 * head.robust
     pen.fill([(px + 8, py - 6), (px + 30, py + 2), (px + 14, py + 12 + 16 * size)], 10.0)
     for _ in range(int(10 * size)):
-        c = _v(px + 12, py) + rng.normal(0.0, 7.0 * size, 2)
+        c = vec(px + 12, py) + rng.normal(0.0, 7.0 * size, 2)
         _dot(pen, c[0], c[1], 2.2, -5.0)
 
 
@@ -450,7 +438,7 @@ def _face_lat(pen: PartPen, head: _Head, rng) -> None:
 
 def _jaw_lat(pen: PartPen, head: _Head, rng) -> None:
     """Both halves of the mandible (a few mm apart by magnification) and the teeth."""
-    for shift, which in ((_v(0, 0), "right"), (_v(4, 2), "left")):
+    for shift, which in ((vec(0, 0), "right"), (vec(4, 2), "left")):
         outline = np.asarray(MANDIBLE_LAT, np.float64) + shift
         pen.fill(outline, 8.0 * head.density)
         pen.line(outline[1:7], 1.2, 10.0 * head.density)  # posterior border and lower cortex
@@ -476,14 +464,14 @@ def _teeth_lat(pen: PartPen, head: _Head, rng) -> None:
             if not present:
                 continue
             lean = (3.5 - 0.5 * i) * -jaw if i < 3 else 0.0  # incisors are proclined
-            crown = _v(centre, 70.0 + jaw * 4.5)
-            pen.line([crown - _v(0.3 * width, 0), crown + _v(0.3 * width, 0)], 3.8, 18.0)
+            crown = vec(centre, 70.0 + jaw * 4.5)
+            pen.line([crown - vec(0.3 * width, 0), crown + vec(0.3 * width, 0)], 3.8, 18.0)
             roots = (0.0,) if i < 5 else (-0.25 * width, 0.25 * width)  # molars have two
             for dx in roots:
-                root = crown + _v(dx - lean, jaw * (15.0 if i < 5 else 12.0))
-                pen.line([crown + _v(dx, 0), root], 1.4, 12.0)
+                root = crown + vec(dx - lean, jaw * (15.0 if i < 5 else 12.0))
+                pen.line([crown + vec(dx, 0), root], 1.4, 12.0)
             if i > 3 and rng.random() < 0.2:
-                pen.line([crown - _v(2, 0), crown + _v(2, 0)], 2.0, 40.0)  # amalgam filling
+                pen.line([crown - vec(2, 0), crown + vec(2, 0)], 2.0, 40.0)  # amalgam filling
 
 
 def _cervical_lat(pen: PartPen, head: _Head) -> None:
@@ -527,7 +515,7 @@ def _render_lat(pen: PartPen, head: _Head, rng) -> None:
     if not head.male:  # a rounder, more upright forehead
         shell = replace(shell, cx=cx - 2, rx=shell.rx * 0.99, ry_up=shell.ry_up * 1.02)
     pen.soft(FACE_LAT, 115.0)  # the face and neck are ~13 cm wide, rounded at the sides
-    pen.soft(FACE_LAT * _v(0.85, 0.9) + _v(15, 15), 30.0)
+    pen.soft(FACE_LAT * vec(0.85, 0.9) + vec(15, 15), 30.0)
     pen.soft(NOSE_LAT, 30.0)  # the nose only ~3 cm
     pen.soft_tissue(None, blur_mm=4.0)
     _vault(pen, shell, head)
@@ -549,8 +537,8 @@ def _render_lat(pen: PartPen, head: _Head, rng) -> None:
 # -- the renderer ---------------------------------------------------------------------------------
 
 # Half-extents of the head (local mm, nasion-centred frames shifted to the head's middle).
-PA_CENTRE, PA_HALF = _v(0.0, 6.0), (80.0, 125.0)
-LAT_CENTRE, LAT_HALF = _v(85.0, 14.0), (110.0, 125.0)
+PA_CENTRE, PA_HALF = vec(0.0, 6.0), (80.0, 125.0)
+LAT_CENTRE, LAT_HALF = vec(85.0, 14.0), (110.0, 125.0)
 
 
 @register_anatomy(Anatomy.SKULL, views=("PA", "LAT"), field_mm=(240.0, 300.0))
