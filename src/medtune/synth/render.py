@@ -70,7 +70,7 @@ def render_image(spec: ImageSpec) -> RenderedImage:
     anatomy_rng, lesion_rng, acquisition_rng = (
         np.random.default_rng(s) for s in np.random.SeedSequence(spec.seed).spawn(3)
     )
-    width_mm, height_mm = _detector_for(renderer.field_mm, spec.detector_mm)
+    width_mm, height_mm = _detector_for(renderer.field_for(spec.view), spec.detector_mm)
     mm = max(width_mm, height_mm) / spec.size
     rows, cols = round(height_mm / mm), round(width_mm / mm)
     k = max(int(np.ceil(spec.size / PHANTOM_MAX_PX)), 1)

@@ -16,12 +16,13 @@ from medtune.synth.canvas import Canvas
 from medtune.synth.fracture import apply_fracture
 
 MM_PER_PX = 0.75
-FIELD = ANATOMY_RENDERERS[Anatomy.SKULL].field_mm  # (width, height) mm
+SPEC = ANATOMY_RENDERERS[Anatomy.SKULL]
 
 MAN = Subject("M", 35, 1.0, 1.0, 1.0, None)
 WOMAN = Subject("F", 35, 1.0, 1.0, 1.0, None)
 OLD_WOMAN = Subject("F", 84, 0.9, 1.2, 0.6, None)
 SMALL_MAN = Subject("M", 70, 0.95, 0.9, 0.85, None)
+BIG_MAN = Subject("M", 45, 1.15, 1.3, 1.0, None)  # the landscape lateral field must hold him
 BONES = {
     "frontal bone",
     "occipital bone",
@@ -40,7 +41,8 @@ def render(subject: Subject, view: str, seed: int = 0) -> tuple[Canvas, tuple]:
 
     Cached: tests only read the result (the fracture test copies it first).
     """
-    canvas = Canvas.blank(round(FIELD[1] / MM_PER_PX), round(FIELD[0] / MM_PER_PX), MM_PER_PX)
+    width, height = SPEC.field_for(view)
+    canvas = Canvas.blank(round(height / MM_PER_PX), round(width / MM_PER_PX), MM_PER_PX)
     result = render_skull(canvas, subject, view, {}, np.random.default_rng(seed))
     return canvas, result.field_mm
 
@@ -53,7 +55,7 @@ def centre_of(canvas: Canvas, name: str) -> np.ndarray:
 
 
 @pytest.mark.parametrize("view", ["PA", "LAT"])
-@pytest.mark.parametrize("subject", [MAN, OLD_WOMAN, SMALL_MAN])
+@pytest.mark.parametrize("subject", [MAN, OLD_WOMAN, SMALL_MAN, BIG_MAN])
 def test_renders_finite_thickness_with_the_head_inside_the_canvas(subject, view):
     canvas, (x0, y0, x1, y1) = render(subject, view)
     att = canvas.att

@@ -73,13 +73,21 @@ Renderer = Callable[
 ]
 
 
+Field = tuple[float, float]  # (width, height) of the detector field a part needs, mm
+
+
 @dataclass(frozen=True)
 class RendererSpec:
     anatomy: Anatomy
     views: tuple[str, ...]
-    field_mm: tuple[float, float]  # (width, height) of detector field the part needs, mm
+    field_mm: Field  # the first view's field
     findings: frozenset[Finding]  # findings this renderer can draw
     render: Renderer
+    view_fields: Mapping[str, Field] = field(default_factory=dict)  # where a view differs
+
+    def field_for(self, view: str) -> Field:
+        """The field ``view`` needs: a lateral skull is landscape where the PA is portrait."""
+        return self.view_fields.get(view, self.field_mm)
 
 
 ANATOMY_RENDERERS: dict[Anatomy, RendererSpec] = {}
@@ -88,18 +96,28 @@ ANATOMY_RENDERERS: dict[Anatomy, RendererSpec] = {}
 def register_anatomy(
     anatomy: Anatomy,
     views: tuple[str, ...],
-    field_mm: tuple[float, float],
+    field_mm: Field | Mapping[str, Field],
     findings: tuple[Finding, ...] = (Finding.FRACTURE,),
 ) -> Callable[[Renderer], Renderer]:
     """Register a renderer for ``anatomy``.
 
     ``views`` are its view names (PA, AP, LAT, OBL); ``field_mm`` is the (width, height) of the
-    detector field an average adult's part needs: the caller gives a canvas at least this large
-    (detectors differ per site), and the renderer draws at true physical scale, centred.
+    detector field an average adult's part needs, one for all views or one per view: the caller
+    gives a canvas at least this large and of this orientation (detectors differ per site), and
+    the renderer draws at true physical scale, centred.
     """
+    per_view = dict(field_mm) if isinstance(field_mm, Mapping) else {}
+    default = per_view[views[0]] if per_view else field_mm
 
     def wrap(fn: Renderer) -> Renderer:
-        ANATOMY_RENDERERS[anatomy] = RendererSpec(anatomy, views, field_mm, frozenset(findings), fn)
+        ANATOMY_RENDERERS[anatomy] = RendererSpec(
+            anatomy,
+            views,
+            default,
+            frozenset(findings),
+            fn,
+            per_view,  # type: ignore[arg-type]
+        )
         return fn
 
     return wrap

@@ -541,7 +541,11 @@ PA_CENTRE, PA_HALF = vec(0.0, 6.0), (80.0, 125.0)
 LAT_CENTRE, LAT_HALF = vec(85.0, 14.0), (110.0, 125.0)
 
 
-@register_anatomy(Anatomy.SKULL, views=("PA", "LAT"), field_mm=(240.0, 300.0))
+# The lateral is wider than the PA: nose tip to occiput is ~230 mm in an average adult, ~265 mm
+# in a large one, and the field reaches down to C3.
+@register_anatomy(
+    Anatomy.SKULL, views=("PA", "LAT"), field_mm={"PA": (240.0, 300.0), "LAT": (320.0, 320.0)}
+)
 def render_skull(
     canvas: Canvas,
     subject: Subject,
