@@ -27,7 +27,7 @@ def _fsync_dir(directory: Path) -> None:
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
+def atomic_path(path: str | os.PathLike[str], durable: bool = True) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success fsync it and rename it onto ``path``.
 
     Use it for writers that want a filename (pyarrow, pydicom, cv2)::
@@ -35,7 +35,10 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         with atomic_path(out / "catalog.parquet") as tmp:
             pq.write_table(table, tmp)
 
-    On an exception the temporary file is removed and ``path`` is left as it was.
+    On an exception the temporary file is removed and ``path`` is left as it was. The rename
+    alone already means a killed process never leaves a partial file under ``path``;
+    ``durable=False`` skips the fsyncs (about 5 ms a file) for bulk output whose writer calls
+    :func:`flush_to_disk` once before it records the batch as complete.
     """
     final = Path(path)
     final.parent.mkdir(parents=True, exist_ok=True)
@@ -45,19 +48,26 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     tmp = Path(tmp_name)
     try:
         yield tmp
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
+        if durable:
+            with open(tmp, "rb+") as fh:
+                os.fsync(fh.fileno())
         os.replace(tmp, final)
-        _fsync_dir(final.parent)
+        if durable:
+            _fsync_dir(final.parent)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
 
 
-def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, durable: bool = True) -> None:
     """Write ``data`` to ``path`` atomically (temp file + fsync + rename)."""
-    with atomic_path(path) as tmp:
+    with atomic_path(path, durable) as tmp:
         tmp.write_bytes(data)
+
+
+def flush_to_disk() -> None:
+    """Make every file written so far durable (one sync instead of an fsync per file)."""
+    os.sync()
 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:

@@ -34,7 +34,7 @@ from medtune.synth import patient as patients
 from medtune.synth.plan import PatientPlan, plan_patient
 from medtune.synth.sites import Site, make_sites
 from medtune.synth.writer import CohortWriter
-from medtune.workspace import atomic_write_text
+from medtune.workspace import atomic_write_text, flush_to_disk
 
 Progress = Callable[[str, int, int | None], None]
 OUTPUTS = ("dicom", "reports", "truth", "cohort.json")
@@ -91,6 +91,7 @@ def generate_cohort(
         "sites": [s.site_id for s in sites],
     }
     atomic_write_text(out / "truth" / "config.yaml", dump_yaml(config, exclude={"workers"}))
+    flush_to_disk()  # every DICOM and mask durable before cohort.json says the cohort is whole
     atomic_write_text(out / "cohort.json", json.dumps(manifest, indent=2) + "\n")
     return _summary(counts, out, patients_done, writer.studies, images)
 

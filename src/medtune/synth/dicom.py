@@ -88,7 +88,8 @@ def write_dicom(path: Path, image: RenderedImage, header: HeaderValues) -> list[
     """Write the file atomically; return every identifying value that went into its header."""
     ds, written = _dataset(image, header)
     _set_pixels(ds, image, header.syntax)
-    with atomic_path(path) as tmp:
+    # Not fsynced one by one: the cohort syncs once before writing cohort.json.
+    with atomic_path(path, durable=False) as tmp:
         ds.save_as(tmp, enforce_file_format=True)
     return written
 
@@ -259,9 +260,11 @@ def _set_pixels(ds: Dataset, image: RenderedImage, syntax: str) -> None:
     ds.file_meta.TransferSyntaxUID = uid
 
 
+# Encoder per syntax, measured at 1024 px 12-bit: RLE with GDCM 40 ms (pydicom's own 660 ms);
+# JPEG 2000 with pylibjpeg-openjpeg ~250 ms (the only offline encoder); JPEG-LS with pyjpegls 50 ms.
 _PLUGIN = {
     "jpeg2000-lossless": "pylibjpeg",
-    "rle-lossless": "pydicom",
+    "rle-lossless": "gdcm",
     "jpegls-lossless": "pyjpegls",
 }
 

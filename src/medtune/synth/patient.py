@@ -223,7 +223,7 @@ def _write_masks(out: Path, image_id: str, rendered: RenderedImage) -> dict[int,
         rel = f"truth/masks/{image_id}_{item.finding.value}.png"
         ok, data = cv2.imencode(".png", item.mask.astype(np.uint8) * 255)
         if ok:
-            atomic_write_bytes(out / rel, data.tobytes())
+            atomic_write_bytes(out / rel, data.tobytes(), durable=False)
             paths[i] = rel
     return paths
 
