@@ -189,3 +189,41 @@ def test_reports_name_the_bone_the_image_shows_broken(cohort):
             assert re.search(pattern, texts[t["accession"]]), (words, t["accession"])
             checked += 1
     assert checked > 0
+
+
+def _thumbnail(path: Path, side: int = 24) -> np.ndarray:
+    """The image as a viewer shows it (VOI, photometric), padded square and shrunk."""
+    from pydicom.pixels import apply_voi_lut
+
+    ds = pydicom.dcmread(path)
+    shown = apply_voi_lut(ds.pixel_array, ds).astype(np.float32)
+    shown = (shown - shown.min()) / (np.ptp(shown) + 1e-6)
+    if ds.PhotometricInterpretation == "MONOCHROME1":
+        shown = 1.0 - shown
+    h, w = shown.shape
+    square = np.zeros((max(h, w), max(h, w)), np.float32)
+    square[(max(h, w) - h) // 2 :][:h, (max(h, w) - w) // 2 :][:, :w] = shown
+    return cv2.resize(square, (side, side), interpolation=cv2.INTER_AREA).ravel()
+
+
+@pytest.mark.slow
+def test_anatomy_and_view_can_be_told_from_the_pixels(tmp_path):
+    # 5-nearest-neighbour on tiny thumbnails, split by patient: far above the majority class.
+    config = SynthConfig(patients=150, size=128, seed=11, workers=2)
+    generate_cohort(config, tmp_path)
+    images = pq.read_table(tmp_path / "truth" / "images.parquet").to_pylist()
+    x = np.stack([_thumbnail(tmp_path / row["file"]) for row in images])
+    x = (x - x.mean(0)) / (x.std(0) + 1e-6)
+    test = np.array([int(row["patient_key"][1:]) % 3 == 0 for row in images])
+    distances = ((x[test][:, None] - x[~test][None]) ** 2).sum(-1)
+    neighbours = np.argsort(distances, axis=1)[:, :5]
+    for labels, floor in (
+        ([r["anatomy"] for r in images], 0.7),
+        ([f"{r['anatomy']} {r['view']}" for r in images], 0.55),
+    ):
+        y = np.array(labels)
+        train = y[~test]
+        predicted = np.array([max(set(train[i]), key=list(train[i]).count) for i in neighbours])
+        accuracy = float((predicted == y[test]).mean())
+        majority = max(np.mean(y[test] == label) for label in set(y[test]))
+        assert accuracy > floor and accuracy > majority + 0.25, (accuracy, majority)
