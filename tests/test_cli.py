@@ -61,7 +61,11 @@ def test_config_show_resolves_overrides(capsys):
 def test_synth_refuses_non_empty_out(tmp_path, capsys):
     (tmp_path / "something.txt").write_text("x")
     assert main(["synth", "--out", str(tmp_path), "--patients", "1", "--anatomies", "chest"]) == 1
-    assert "not empty" in capsys.readouterr().err
+    assert "is not empty" in capsys.readouterr().err
+    (tmp_path / "something.txt").unlink()
+    (tmp_path / "dicom").mkdir()
+    assert main(["synth", "--out", str(tmp_path), "--patients", "1", "--anatomies", "chest"]) == 1
+    assert "incomplete cohort" in capsys.readouterr().err
 
 
 def test_bad_flag_values_name_the_flag(capsys):

@@ -101,7 +101,14 @@ def _prepare(out: Path, force: bool) -> None:
         raise MedtuneError(f"{out}: exists and is not a directory")
     if out.exists() and any(out.iterdir()):
         if not force:
-            raise MedtuneError(f"{out}: directory is not empty (pass --force to replace a cohort)")
+            state = (
+                "holds a cohort"
+                if (out / "cohort.json").exists()
+                else "holds an incomplete cohort (no cohort.json: an interrupted run?)"
+                if (out / "dicom").exists()
+                else "is not empty"
+            )
+            raise MedtuneError(f"{out}: {state}; pass --force to replace it")
         strangers = [p.name for p in out.iterdir() if p.name not in OUTPUTS]
         if strangers:
             raise MedtuneError(
