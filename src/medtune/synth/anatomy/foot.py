@@ -54,6 +54,8 @@ SPIN_JITTER_DEG = 4.0  # in-plane tilt, uniform +-
 SHIFT_JITTER = 0.03  # fraction of the canvas
 SCALE_JITTER = 0.04  # per-bone length variation between people of one size
 HEEL_MM = 88.0  # heel skin behind the talonavicular joint; cut short when the field is small
+HEEL_SHOWN = 0.4  # chance the whole heel is in the field
+HEEL_CUT_MM = (55.0, 80.0)  # otherwise this much of it is shown
 ORDINAL = ("first", "second", "third", "fourth", "fifth")
 TOE_NAMES = ("great toe", "second toe", "third toe", "fourth toe", "fifth toe")
 
@@ -101,22 +103,44 @@ RAYS = (
 
 # Tarsals in the right-foot frame (centre u, v, w; semi-axes along angle, across, depth; angle
 # deg from +u toward +v). Calcaneus and talus are unions of two lobes each; the talus sits on the
-# calcaneus, its head reaching medially into the navicular.
+# calcaneus, its head reaching medially into the navicular. On a dorsoplantar view the two are
+# largely superimposed and, seen through the thick hindfoot with mostly sparse cancellous bone,
+# far less dominant than their size suggests (HINDFOOT_DENSITY).
 CALCANEUS = (
-    Shell((-9.0, -44.0, 22.0), (19.0, 30.0, 13.0), 15.0),  # body and tuberosity
-    Shell((-14.0, -12.0, 20.0), (15.0, 11.0, 13.0), 75.0),  # anterior process to the cuboid
+    Shell((-10.0, -46.0, 20.0), (16.0, 28.0, 10.0), 12.0),  # body and tuberosity
+    Shell((-15.0, -14.0, 18.0), (12.0, 9.0, 10.0), 75.0),  # anterior process to the cuboid
 )
 TALUS = (
-    Shell((4.0, -28.0, 45.0), (14.0, 15.0, 9.0), 0.0),  # body under the ankle
-    Shell((7.5, -8.5, 40.0), (13.5, 10.5, 11.0), 72.0),  # neck and head
+    Shell((2.0, -30.0, 42.0), (13.0, 14.0, 8.0), 5.0),  # body under the ankle
+    Shell((6.5, -9.0, 40.0), (12.5, 9.0, 9.5), 65.0),  # neck and head
 )
-TARSALS = {
-    "navicular": Shell((11.0, 7.0, 40.0), (15.0, 7.5, 11.0), -10.0),
-    "cuboid": Shell((-16.0, 13.0, 20.0), (11.5, 14.0, 12.0), 10.0),
-    "medial cuneiform": Shell((21.5, 27.0, 34.0), (8.5, 13.5, 14.0), 0.0),
-    "intermediate cuneiform": Shell((8.5, 24.0, 41.0), (6.0, 9.5, 12.0), 0.0),
-    "lateral cuneiform": Shell((-2.5, 25.5, 36.0), (6.8, 11.0, 13.0), 0.0),
+HINDFOOT_DENSITY = 0.55  # calcaneus and talus: sparse trabeculae, a thin cortex
+# The midfoot tarsals are blocks packed with narrow joint lines between them (u, v centre; half
+# sizes across u and along v; w centre and half depth; angle deg): each is drawn as a union of a
+# central lobe and four corner lobes, which squares off its outline (:func:`_block`).
+TARSAL_BLOCKS = {
+    "navicular": (11.5, 7.5, 13.5, 6.8, 39.0, 10.5, -6.0),
+    "cuboid": (-17.8, 12.0, 8.6, 15.0, 19.0, 11.0, 10.0),
+    "medial cuneiform": (22.0, 28.0, 7.2, 11.0, 33.0, 13.0, 0.0),
+    "intermediate cuneiform": (8.8, 25.0, 4.8, 8.0, 40.0, 11.0, 0.0),
+    "lateral cuneiform": (-2.8, 26.5, 5.3, 9.5, 35.0, 12.0, 0.0),
 }
+CORNER_LOBE = 0.5  # corner lobes' in-plane semi-axes / the block's half size (and their offset)
+
+
+def _block(u, v, half_u, half_v, w, depth, angle) -> tuple[Shell, ...]:
+    """A tarsal block: a central ellipsoid and four smaller ones toward its corners."""
+    c, s = math.cos(math.radians(angle)), math.sin(math.radians(angle))
+    a, b = CORNER_LOBE * half_u, CORNER_LOBE * half_v
+    lobes = [Shell((u, v, w), (half_u, half_v, depth), angle)]
+    for su, sv in ((-1, -1), (-1, 1), (1, -1), (1, 1)):
+        du, dv = su * a, sv * b
+        centre = (u + du * c - dv * s, v + du * s + dv * c, w)
+        lobes.append(Shell(centre, (a * 1.05, b * 1.05, 0.8 * depth), angle))
+    return tuple(lobes)
+
+
+TARSALS = {name: _block(*spec) for name, spec in TARSAL_BLOCKS.items()}
 FIFTH_TUBEROSITY = Shell((-4.5, -3.0, 0.0), (8.0, 5.0, 6.0), 60.0)  # offset from MT5 base (u, v)
 SESAMOID_MM = (9.0, 5.0)  # under the first metatarsal head: back from its end, off its axis
 # Chance of osteoarthritis by about 90 years: first MTP (hallux rigidus), lesser toes' joints.
@@ -218,7 +242,9 @@ def layout_foot(canvas: Canvas, subject: Subject, rng: np.random.Generator) -> F
     rays = [_layout_ray(r, rng, gaps[r], valgus) for r in range(len(RAYS))]
     top = max(float(ray[-1][2][1]) for ray in rays) + TOE_PAD_MM
     room = min(canvas.height_mm, FOOT_FIELD_MM[1]) - 2 * PLACEMENT_MARGIN_MM - 12.0
-    heel = float(np.clip(room / subject.body_scale - top, 40.0, HEEL_MM))
+    # Technologists often collimate to the forefoot and midfoot: part of the heel left out.
+    wanted = HEEL_MM if rng.random() < HEEL_SHOWN else rng.uniform(*HEEL_CUT_MM)
+    heel = float(np.clip(room / subject.body_scale - top, 40.0, wanted))
     outline = _foot_outline(rays, heel, width)
     n = len(TARSALS) + 2  # the single shells, then talus and calcaneus
     jitter = np.c_[rng.normal(0.0, 0.6, (n, 2)), rng.normal(1.0, 0.03, n)]
@@ -246,9 +272,10 @@ def _draw_tarsus(
 ) -> None:
     """Tarsal bones, mottled: calcaneus and talus as unions of lobes, the rest single shells."""
     jitter = layout.tarsal_jitter
-    bones = [[s.moved(*jitter[-1]) for s in CALCANEUS], [s.moved(*jitter[-2]) for s in TALUS]]
-    bones += [[s.moved(*j)] for s, j in zip(TARSALS.values(), jitter[: len(TARSALS)], strict=True)]
-    draw_spongy_bones(canvas, pose, bones, subject.bone_density, rng)
+    hind = [[s.moved(*jitter[-1]) for s in CALCANEUS], [s.moved(*jitter[-2]) for s in TALUS]]
+    draw_spongy_bones(canvas, pose, hind, subject.bone_density * HINDFOOT_DENSITY, rng)
+    mid = [[s.moved(*j) for s in lobes] for lobes, j in zip(TARSALS.values(), jitter, strict=False)]
+    draw_spongy_bones(canvas, pose, mid, subject.bone_density, rng)
 
 
 def _draw_rays(canvas: Canvas, pose: LimbPose, layout: FootLayout, subject: Subject) -> None:

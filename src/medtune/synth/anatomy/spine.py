@@ -587,6 +587,7 @@ def _abdomen_lat(pen: PartPen, verts, s1, t: _Traits, rng) -> None:
 
 AP_HALF_EXTENT_MM = (60.0, 175.0)  # spine and sacrum, local mm either side of the centre
 LAT_HALF_EXTENT_MM = (70.0, 175.0)
+LAT_FIELD_MARGIN_MM = (55.0, 30.0)  # LAT collimation beyond the bones: anterior, posterior
 
 
 def _render_ap(canvas: Canvas, subject: Subject, rng: np.random.Generator) -> PartPen:
@@ -642,6 +643,12 @@ def render_lumbar_spine(
         pen = _render_ap(canvas, subject, rng)
     elif view == "LAT":
         pen = _render_lat(canvas, subject, rng)
+        # A lateral is coned to the spine with a hand's breadth of soft tissue in front (the
+        # psoas, the aorta's line) and the back's muscles behind, not to the bones alone.
+        x0, y0, x1, y1 = pen.field()
+        lead, trail = LAT_FIELD_MARGIN_MM if ANTERIOR < 0 else LAT_FIELD_MARGIN_MM[::-1]
+        x0, x1 = max(x0 - lead, 0.0), min(x1 + trail, canvas.width_mm)
+        return AnatomyResult(canvas, lesions=[], field_mm=(x0, y0, x1, y1))
     else:
         raise ValueError(f"lumbar spine has views AP and LAT, not {view!r}")
     return AnatomyResult(canvas, lesions=[], field_mm=pen.field())
