@@ -29,6 +29,12 @@ if TYPE_CHECKING:
     from medtune.synth.anatomy.chest import ChestGeometry
 
 AIR_TO_TISSUE = SOFT_TISSUE - LUNG  # density a lesion adds where it replaces aerated lung
+MIN_FILL = 0.02  # a lesion's mask is where it fills more than this of the air
+AIR_FILL = 0.97  # fraction of the air that fluid or pus replaces where the lung is full of it
+PLEURAL_LINE = 9.0  # mm of water-equivalent: the visceral pleura seen edge-on, one pixel wide
+CONSOLIDATION_FILL = 0.6  # of the air along the ray: the consolidated lobe, not the whole lung
+CONSOLIDATION_LOBULES = 6  # merging acinar clusters that make one consolidation
+BRONCHOGRAM_AIR = 0.45  # of the local filling that an air-filled bronchus gives back
 
 
 def draw(
@@ -68,7 +74,7 @@ def _point_in_lung(
     """A point (mm) inside one lung: ``height`` 0 apex..1 base, ``across`` or ``depth`` 0..1."""
     y = geo.y_apex + height * (geo.y_cp[side] - geo.y_apex)
     row = int(np.clip(y / canvas.mm_per_px, 0, canvas.rows - 1))
-    cols = np.flatnonzero(geo.lung_masks[side][row])
+    cols = np.flatnonzero(geo.open_lung.get(side, geo.lung_masks[side])[row])
     if cols.size < 4:
         return geo.hila[side]
     lo, hi = cols[0] * canvas.mm_per_px, cols[-1] * canvas.mm_per_px
@@ -92,27 +98,63 @@ def _nodule(
     return Lesion(Finding.NODULE, mask, f"{side} {_zone(height)} zone", side, round(2 * radius, 1))
 
 
+def _smoothstep(v: np.ndarray) -> np.ndarray:
+    v = np.clip(v, 0.0, 1.0)
+    return v * v * (3.0 - 2.0 * v)
+
+
+def _replace_air(
+    canvas: Canvas, geo: ChestGeometry, side: str, box: tuple[slice, slice], fill: np.ndarray
+) -> None:
+    """Fill a fraction ``fill`` (0..1, on ``box``) of one lung's air with fluid or pus; the
+    vessel markings there vanish with the air that made them visible. Fillings combine (an
+    effusion under a consolidation) without filling any air twice."""
+    filled = geo.filled.setdefault(side, np.zeros_like(canvas.att))
+    before = filled[box].copy()
+    filled[box] = 1.0 - (1.0 - before) * (1.0 - fill)
+    delta = filled[box] - before
+    air = geo.air_side[side][box]  # negative thickness
+    canvas.att[box] -= delta * (air * AIR_FILL)
+    if geo.markings is not None:
+        canvas.att[box] -= delta * geo.markings[box]
+
+
 def _effusion(
     canvas: Canvas, geo: ChestGeometry, seed: LesionSeed, rng: np.random.Generator
 ) -> Lesion:
-    """Fluid at the lung base with a meniscus that climbs the chest wall (or the back, LAT)."""
+    """Fluid at the lung base: homogeneous below, with a meniscus (concave upper edge, higher
+    at the chest wall; on the lateral, higher at the back) fading upward as the layer thins.
+    It replaces the air, so the hemidiaphragm and costophrenic angle vanish into it."""
     side = _side(seed)
-    height = (18.0 + 60.0 * seed.at(1)) * geo.s
+    height = (18.0 + 60.0 * seed.at(1)) * geo.s  # fluid level above the lowest point, mm
     lung = geo.lung_masks[side]
-    x = (np.arange(canvas.cols, dtype=np.float32) + 0.5) * canvas.mm_per_px
-    y = (np.arange(canvas.rows, dtype=np.float32) + 0.5) * canvas.mm_per_px
+    rise = 10.0 * geo.s + 0.5 * height  # how much higher the meniscus climbs at the wall
+    fade = 10.0 * geo.s + 0.25 * height  # mm over which the layer thins out upward
     if geo.view == "LAT":  # fluid gathers in the posterior sulcus (image right)
-        wall, span = geo.posterior_x, geo.posterior_x - geo.anterior_x
-        closeness = np.clip(1.0 - (wall - x) / span, 0.0, 1.0)
+        base = geo.y_cp[side] + 22.0 * geo.s
     else:
-        wall = geo.x_lung_wall[side]
-        closeness = np.clip(1.0 - np.abs(wall - x) / 120.0, 0.0, 1.0)
-    base = geo.y_cp[side] + (10.0 * geo.s if geo.view == "LAT" else 0.0)
-    meniscus = base - height - 25.0 * geo.s * closeness**3  # fluid top, per column
-    below = y[:, None] - meniscus[None, :]
-    weight = np.clip(below / (12.0 * geo.s), 0.0, 1.0) * lung
-    canvas.att += (weight * AIR_TO_TISSUE * 110.0 * geo.s).astype(np.float32)
-    mask = weight > 0.5
+        base = geo.y_cp[side]
+    top = int(max((base - height - rise - fade) / canvas.mm_per_px, 0))
+    rows = np.flatnonzero(lung[top:].any(axis=1)) + top
+    cols = np.flatnonzero(lung[top:].any(axis=0))
+    mask = np.zeros_like(lung)
+    if rows.size == 0:
+        return Lesion(Finding.PLEURAL_EFFUSION, mask, f"{side} costophrenic angle", side)
+    box = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
+    x, y = canvas._grid(box)
+    if geo.view == "LAT":
+        span = geo.posterior_x - geo.anterior_x
+        closeness = np.clip((x - geo.anterior_x) / span, 0.0, 1.0)
+        medial = 1.0
+    else:
+        wall = abs(geo.x_lung_wall[side] - geo.cx)
+        closeness = np.clip(1.0 - np.abs(geo.x_lung_wall[side] - x) / (0.9 * wall), 0.0, 1.0)
+        # Behind the heart the layer thins toward the spine: no seam at the midline.
+        medial = _smoothstep((x - geo.cx) * geo.image_sign(side) / (0.3 * wall))
+    level = base - height - rise * closeness**1.7  # the meniscus: concave, up at the wall
+    fill = _smoothstep((y - level) / fade) * lung[box] * medial
+    mask[box] = fill > MIN_FILL
+    _replace_air(canvas, geo, side, box, fill * mask[box])
     return Lesion(
         Finding.PLEURAL_EFFUSION, mask, f"{side} costophrenic angle", side, round(height, 1)
     )
@@ -122,26 +164,50 @@ def _cardiomegaly(
     canvas: Canvas, geo: ChestGeometry, seed: LesionSeed, rng: np.random.Generator
 ) -> Lesion:
     # The heart was drawn enlarged by chest.py; the lesion is its silhouette.
-    cx, cy, rx, ry = geo.heart
-    mask = canvas.mask_of_ellipse(cx, cy, rx, ry)
-    return Lesion(Finding.CARDIOMEGALY, mask, "heart", None, round(2 * rx, 1))
+    assert geo.heart_mask is not None
+    return Lesion(Finding.CARDIOMEGALY, geo.heart_mask, "heart", None, round(geo.heart_width, 1))
 
 
 def pneumothorax_region(canvas: Canvas, geo: ChestGeometry, seed: LesionSeed) -> np.ndarray:
-    """The air crescent between the chest wall and the collapsed lung's edge (apex and side)."""
+    """The air crescent between the chest wall and the collapsed lung's edge (apex and side).
+
+    Computed once per image (the anatomy needs it to stop the vessels, the finding to draw it).
+    """
+    if geo.pneumothorax is None:
+        geo.pneumothorax = _pneumothorax_region(canvas, geo, seed)
+    return geo.pneumothorax
+
+
+def _pneumothorax_region(canvas: Canvas, geo: ChestGeometry, seed: LesionSeed) -> np.ndarray:
     side = _side(seed)
     rim = (8.0 + 28.0 * seed.at(1)) * geo.s
-    lung = geo.lung_masks[side].astype(np.uint8)
-    dist = cv2.distanceTransform(np.pad(lung, 1), cv2.DIST_L2, 5)[1:-1, 1:-1] * canvas.mm_per_px
-    y = (np.arange(canvas.rows, dtype=np.float32)[:, None] + 0.5) * canvas.mm_per_px
-    upper = y < geo.y_apex + 0.62 * (geo.y_cp[side] - geo.y_apex)
+    region = np.zeros((canvas.rows, canvas.cols), bool)
+    # Only the upper lung can hold the crescent: work on that box (a distance transform of the
+    # whole canvas costs ~2 ms).
+    frac = 0.3 if geo.view == "LAT" else 0.62
+    bottom = int(np.ceil((geo.y_apex + frac * (geo.y_cp[side] - geo.y_apex)) / canvas.mm_per_px))
+    lung = geo.lung_masks[side][: max(bottom, 0)]
+    rows, cols = np.flatnonzero(lung.any(axis=1)), np.flatnonzero(lung.any(axis=0))
+    if rows.size == 0:
+        return region
+    box = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
+    inside = lung[box].astype(np.uint8)
+    # Distance to the lung's edge, but not to the box's cut at the bottom.
+    padded = np.pad(inside, ((1, 0), (1, 1)))
+    dist = cv2.distanceTransform(padded, cv2.DIST_L2, 5)[1:, 1:-1] * canvas.mm_per_px
+    # Air rises: the rim is widest at the apex and along the upper lateral wall, and narrows
+    # smoothly toward the mediastinum and the base, so the pleural line is one smooth curve.
+    x, y = canvas._grid(box)
+    height = (y - geo.y_apex) / (geo.y_cp[side] - geo.y_apex)
+    apical = np.clip(1.0 - height / 0.25, 0.0, 1.0)
     if geo.view == "LAT":
-        upper = y < geo.y_apex + 0.3 * (geo.y_cp[side] - geo.y_apex)
-        return (lung > 0) & (dist < rim) & upper
-    x = (np.arange(canvas.cols, dtype=np.float32)[None, :] + 0.5) * canvas.mm_per_px
-    lateral_half = (x - geo.cx) * geo.image_sign(side) > 0.45 * abs(geo.x_lung_wall[side] - geo.cx)
-    apical = y < geo.y_apex + 0.18 * (geo.y_cp[side] - geo.y_apex)
-    return (lung > 0) & (dist < rim) & upper & (lateral_half | apical)
+        width = apical
+    else:
+        lateral = (x - geo.cx) * geo.image_sign(side) / abs(geo.x_lung_wall[side] - geo.cx)
+        lower = np.clip(1.0 - (height / frac) ** 2, 0.0, 1.0)
+        width = np.maximum(apical, np.clip((lateral - 0.3) / 0.3, 0.0, 1.0) * lower)
+    region[box] = (inside > 0) & (dist < rim * np.sqrt(width))
+    return region
 
 
 def _pneumothorax(
@@ -149,47 +215,88 @@ def _pneumothorax(
 ) -> Lesion:
     side = _side(seed)
     region = pneumothorax_region(canvas, geo, seed)
-    # No lung tissue in the crescent: it is darker, and the vessels stop at a thin pleural line.
-    canvas.att -= (region * LUNG * 95.0 * geo.s).astype(np.float32)
-    edge = cv2.dilate(region.astype(np.uint8), np.ones((3, 3), np.uint8)) > region
-    edge &= geo.lung_masks[side]
-    canvas.att += (edge * 9.0).astype(np.float32)
     rim = (8.0 + 28.0 * seed.at(1)) * geo.s
-    return Lesion(Finding.PNEUMOTHORAX, region | edge, f"{side} apex", side, round(rim, 1))
+    rows, cols = np.flatnonzero(region.any(axis=1)), np.flatnonzero(region.any(axis=0))
+    if rows.size == 0:
+        return Lesion(Finding.PNEUMOTHORAX, region, f"{side} apex", side, round(rim, 1))
+    box = (slice(max(rows[0] - 1, 0), rows[-1] + 2), slice(max(cols[0] - 1, 0), cols[-1] + 2))
+    # No lung tissue in the crescent: it is darker, and the vessels stop at a thin pleural line.
+    crescent = region[box]
+    canvas.att[box] -= crescent * np.float32(LUNG * 95.0 * geo.s)
+    edge = cv2.dilate(crescent.astype(np.uint8), np.ones((3, 3), np.uint8)) > crescent
+    edge &= geo.lung_masks[side][box]
+    canvas.att[box] += edge * np.float32(PLEURAL_LINE)
+    mask = region.copy()
+    mask[box] |= edge
+    return Lesion(Finding.PNEUMOTHORAX, mask, f"{side} apex", side, round(rim, 1))
+
+
+def _consolidation_field(
+    rng: np.random.Generator, shape: tuple[int, int], u: np.ndarray, v: np.ndarray, px_mm: float
+) -> np.ndarray:
+    """Airspace filling, 0..1: a confluent core with merging acinar clusters around it, and a
+    ragged margin that fades out over a centimetre or so."""
+    field = np.exp(-(u * u + v * v) / (2 * 0.42**2))
+    for _ in range(CONSOLIDATION_LOBULES):
+        cx, cy = rng.normal(0.0, 0.38, 2)
+        sigma = rng.uniform(0.2, 0.34)
+        field += 0.55 * np.exp(-((u - cx) ** 2 + (v - cy) ** 2) / (2 * sigma * sigma))
+    # Coarse noise frays the margin only; the core stays full (confluent).
+    field += 0.18 * smooth_noise(rng, shape[0], shape[1], scale_px=9.0 / px_mm)
+    opacity = _smoothstep((field - 0.1) / 0.95).astype(np.float32)
+    # Fine mottling: the fluffy, acinar texture; then a blur, as no margin of it is sharp.
+    opacity *= 1.0 + 0.15 * smooth_noise(rng, shape[0], shape[1], scale_px=3.0 / px_mm)
+    opacity = cv2.GaussianBlur(opacity, (0, 0), 2.0 / px_mm)
+    return np.clip(opacity, 0.0, 1.0)
+
+
+def _air_bronchograms(
+    rng: np.random.Generator, shape: tuple[int, int], start: np.ndarray, reach: float, dirn: float
+) -> np.ndarray:
+    """0..1 map (pixels) of a few branching air-filled bronchi running out from ``start``."""
+    layer = np.zeros(shape, np.float32)
+    tips = [(start, dirn, reach * 0.45, 3)]
+    while tips:
+        p, a, length, width = tips.pop()
+        q = p + length * np.array([np.cos(a), np.sin(a)])
+        p0, p1 = np.round(p * 16).astype(int), np.round(q * 16).astype(int)
+        cv2.line(layer, (p0[0], p0[1]), (p1[0], p1[1]), 1.0, width, cv2.LINE_8, 4)
+        if length > reach * 0.2:
+            for turn in (-1.0, 1.0):
+                branch = a + turn * rng.uniform(0.25, 0.55)
+                tips.append((q, branch, length * 0.7, max(width - 1, 1)))
+    return cv2.GaussianBlur(layer, (0, 0), 0.8)
 
 
 def _consolidation(
     canvas: Canvas, geo: ChestGeometry, seed: LesionSeed, rng: np.random.Generator
 ) -> Lesion:
-    """Patchy airspace opacity in one zone, with air bronchograms."""
+    """Fluffy, ill-defined airspace opacity in one zone, confluent in its middle, with air
+    bronchograms inside it only; everything it draws stays within its own mask."""
     side = _side(seed)
     height = 0.3 + 0.6 * seed.at(1)
     x, y = _point_in_lung(canvas, geo, side, height, seed.at(2), seed.at(3))
     rx = (25.0 + 30.0 * seed.at(4)) * geo.s
     ry = rx * 0.8
-    s = 1.0 / canvas.mm_per_px
-    r0, r1 = max(int((y - ry) * s), 0), min(int((y + ry) * s) + 1, canvas.rows)
-    c0, c1 = max(int((x - rx) * s), 0), min(int((x + rx) * s) + 1, canvas.cols)
+    location = f"{side} {_zone(height)} zone"
+    box = canvas._box(x - 1.4 * rx, y - 1.4 * ry, x + 1.4 * rx, y + 1.4 * ry)
     mask = np.zeros((canvas.rows, canvas.cols), bool)
-    if r1 - r0 < 2 or c1 - c0 < 2:
-        return Lesion(Finding.CONSOLIDATION, mask, f"{side} {_zone(height)} zone", side)
-    yy = ((np.arange(r0, r1) + 0.5) / s - y)[:, None] / ry
-    xx = ((np.arange(c0, c1) + 0.5) / s - x)[None, :] / rx
-    falloff = np.clip(1.0 - (xx * xx + yy * yy), 0.0, 1.0)
-    patchy = smooth_noise(rng, r1 - r0, c1 - c0, scale_px=max(6.0 * s, 2.0))
-    density = np.clip(falloff * 1.6 + 0.45 * patchy - 0.25, 0.0, 1.0)
-    density *= geo.lung_masks[side][r0:r1, c0:c1]
-    canvas.att[r0:r1, c0:c1] += (density * AIR_TO_TISSUE * 90.0 * geo.s).astype(np.float32)
-    mask[r0:r1, c0:c1] = density > 0.3
-    # Air bronchograms: air-filled bronchi made visible by the fluid-filled alveoli around them.
-    for _ in range(3):
-        angle = rng.uniform(0, np.pi)
-        dx, dy = np.cos(angle) * rx * 0.6, np.sin(angle) * ry * 0.6
-        canvas.tube(
-            [(x - dx, y - dy), (x + dx, y + dy)],
-            [1.6 * geo.s, 0.8 * geo.s],
-            density=0.0,
-            displaces=SOFT_TISSUE * 0.6,
-            target=None,
-        )
-    return Lesion(Finding.CONSOLIDATION, mask, f"{side} {_zone(height)} zone", side)
+    if box is None:
+        return Lesion(Finding.CONSOLIDATION, mask, location, side)
+    gx, gy = canvas._grid(box)
+    shape = (box[0].stop - box[0].start, box[1].stop - box[1].start)
+    u, v = (gx - x) / rx, (gy - y) / ry
+    opacity = _consolidation_field(rng, shape, u, v, canvas.mm_per_px)
+    opacity *= geo.lung_masks[side][box] * CONSOLIDATION_FILL
+    # Bronchi run out from the hilum side of the opacity toward the periphery.
+    hx, hy = geo.hila[side]
+    dirn = float(np.arctan2(y - hy, x - hx))
+    start = np.array([x - 0.6 * rx * np.cos(dirn), y - 0.6 * ry * np.sin(dirn)])
+    start_px = start / canvas.mm_per_px - np.array([box[1].start, box[0].start])
+    bronchi = _air_bronchograms(rng, shape, start_px, 1.3 * rx / canvas.mm_per_px, dirn)
+    full = opacity / CONSOLIDATION_FILL
+    bronchi *= _smoothstep((full - 0.55) / 0.35)  # visible only where the alveoli are full
+    fill = opacity * (1.0 - BRONCHOGRAM_AIR * bronchi)
+    mask[box] = fill > MIN_FILL
+    _replace_air(canvas, geo, side, box, fill * mask[box])  # nothing drawn outside the mask
+    return Lesion(Finding.CONSOLIDATION, mask, location, side)
