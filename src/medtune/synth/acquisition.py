@@ -82,25 +82,27 @@ def acquire(
     """
     rows, cols = line_integral.shape
     inside = _field(rows, cols, mm_per_px, exposure)
-    transmission = cv2.exp(np.negative(line_integral))  # cv2's exp is ~10x numpy's here
+    transmission = cv2.exp(cv2.multiply(line_integral, -1.0))  # cv2's exp is ~10x numpy's
     transmission += _scatter(transmission, mm_per_px, processing.scatter)
-    transmission *= _heel(rows, cols, processing.heel, exposure.heel_axis)
     np.maximum(transmission, 1e-9, out=transmission)
     q = cv2.log(transmission)
+    # The heel effect scales intensity along one axis: in the log domain, a broadcast add.
+    q -= np.log(_heel(rows, cols, processing.heel, exposure.heel_axis))
     np.negative(q, out=q)
     # Quantum noise: relative std 1/sqrt(N) of the detected quanta, which in the log domain is
     # exp(q / 2) / sqrt(N0): dense parts (high q) are noisier, as in every radiograph.
     photons = processing.photons * exposure.dose * (mm_per_px / 0.2) ** 2
     sigma = cv2.exp(q * np.float32(0.5))
     sigma *= noise  # numpy: the noise is a strided view of the bank
-    q += sigma * np.float32(1.0 / np.sqrt(photons))
+    q = cv2.scaleAdd(sigma, 1.0 / np.sqrt(photons), q)
     if processing.blur_mm > 0:
         q = cv2.GaussianBlur(q, (0, 0), processing.blur_mm / mm_per_px)
     if processing.grid_period_mm > 0:
         q += _grid_lines(rows, cols, mm_per_px, processing)
     q = _vendor_processing(q, mm_per_px, processing)
     signal = _normalise(q, line_integral, inside, processing, exposure)
-    # Vendors blank the area outside the collimated field to white (it carries only scatter).
+    # Vendors blank the area outside the collimated field to white (it carries only scatter):
+    # signal * inside + 1.05 * (1 - inside), in place.
     signal -= 1.05
     signal *= inside
     signal += 1.05
