@@ -1,15 +1,15 @@
 """Stream a cohort's rows into Parquet tables and per-site RIS exports, atomically.
 
 Rows are buffered a few hundred at a time and written as Parquet row groups, so memory stays flat.
-Every table is written under a temporary name and renamed into place by :meth:`close`, so an
-interrupted run never leaves a truncated table under its final name.
+Every table streams into :func:`medtune.workspace.atomic_path` (temp + fsync + rename) held open
+until :meth:`CohortWriter.close`, so an interrupted run never leaves a truncated table under its
+final name.
 """
 
 from __future__ import annotations
 
 import csv
 import json
-import os
 from pathlib import Path
 from typing import IO
 
@@ -19,6 +19,7 @@ import pyarrow.parquet as pq
 from medtune.config import Finding
 from medtune.synth.patient import PatientRecords
 from medtune.synth.sites import Site
+from medtune.workspace import atomic_path
 
 BOX = pa.list_(pa.int32())
 IMAGE_SCHEMA = pa.schema(
@@ -64,15 +65,14 @@ RIS_COLUMNS = (
 
 
 class _Table:
-    """One Parquet file written in row groups under a temporary name."""
+    """One Parquet file written in row groups into an :func:`atomic_path` kept open."""
 
     def __init__(self, path: Path, schema: pa.Schema, flush_rows: int = 512) -> None:
-        self.path = path
-        self.tmp = path.with_name(f".{path.name}.tmp")
+        self._atomic = atomic_path(path)
+        self.tmp = self._atomic.__enter__()
         self.schema = schema
         self.rows: list[dict[str, object]] = []
         self.flush_rows = flush_rows
-        path.parent.mkdir(parents=True, exist_ok=True)
         self.writer = pq.ParquetWriter(self.tmp, schema, compression="zstd")
 
     def add(self, rows: list[dict[str, object]]) -> None:
@@ -88,24 +88,19 @@ class _Table:
     def close(self) -> None:
         self.flush()
         self.writer.close()
-        with open(self.tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(self.tmp, self.path)
+        self._atomic.__exit__(None, None, None)  # fsync and rename into place
 
     def abort(self) -> None:
         self.writer.close()
-        self.tmp.unlink(missing_ok=True)
+        self._atomic.__exit__(RuntimeError, RuntimeError("aborted"), None)  # removes the temp
 
 
 class _RisExport:
     """A site's RIS export: CSV or JSON Lines, one report per line, keyed by accession."""
 
     def __init__(self, path: Path, fmt: str) -> None:
-        self.path = path
-        self.tmp = path.with_name(f".{path.name}.tmp")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.fh: IO[str] = open(self.tmp, "w", encoding="utf-8", newline="")  # noqa: SIM115
-        self.fmt = fmt
+        self._atomic = atomic_path(path)
+        self.fh: IO[str] = open(self._atomic.__enter__(), "w", encoding="utf-8", newline="")  # noqa: SIM115
         self.csv = csv.DictWriter(self.fh, RIS_COLUMNS) if fmt == "csv" else None
         if self.csv:
             self.csv.writeheader()
@@ -117,14 +112,12 @@ class _RisExport:
             self.fh.write(json.dumps(row, ensure_ascii=False) + "\n")
 
     def close(self) -> None:
-        self.fh.flush()
-        os.fsync(self.fh.fileno())
         self.fh.close()
-        os.replace(self.tmp, self.path)
+        self._atomic.__exit__(None, None, None)  # fsync and rename into place
 
     def abort(self) -> None:
         self.fh.close()
-        self.tmp.unlink(missing_ok=True)
+        self._atomic.__exit__(RuntimeError, RuntimeError("aborted"), None)  # removes the temp
 
 
 class CohortWriter:
