@@ -85,10 +85,6 @@ class Canvas:
         rows, cols = box
         return self._xs[None, cols], self._ys[rows, None]
 
-    # The old private names, still called by chest.py: use box() and grid().
-    _box = box
-    _grid = grid
-
     # -- primitives ---------------------------------------------------------------------------
 
     def ellipsoid(

@@ -558,7 +558,7 @@ def _lung(canvas: Canvas, geo: ChestGeometry, side: str, half_w: float, depth: f
     # Where the lungs overlap behind the heart, each fades across the midline so that together
     # they are seamless. (Only the profile's box holds air.)
     box = _box_of(canvas, profile)
-    x, _ = canvas._grid(box)
+    x, _ = canvas.grid(box)
     sign = geo.image_sign(side)
     seam = np.clip((sign * (x - geo.cx) / (MIDLINE_OVERLAP * geo.s) + 1) / 2, 0, 1)
     air[box] *= geo.lung_masks[side][box] * seam
@@ -662,7 +662,7 @@ def _mediastinum(
     occ = occupied[box]
     # The great vessels are slimmer front to back than the heart: more lung overlaps them, so
     # the heart reads as a denser mass below the pulmonary trunk.
-    _, y = canvas._grid(box)
+    _, y = canvas.grid(box)
     occ *= UPPER_MEDIASTINUM + (1.0 - UPPER_MEDIASTINUM) * np.clip(
         (y - top - 80 * s) / (50 * s), 0, 1
     )
@@ -868,7 +868,7 @@ def _ribs(
     back *= np.clip((np.abs(x) - 14 * s) / (45 * s), 0.15, 1.0)[None, :]
     # Anterior ribs are far from the detector: magnified and blurred by the focal spot. Under
     # the domes their cartilage-tipped ends fade into the upper abdomen.
-    _, y = canvas._grid((slice(0, canvas.rows), slice(0, 1)))
+    _, y = canvas.grid((slice(0, canvas.rows), slice(0, 1)))
     fade = np.clip((geo.y_cp["right"] + 10 * s - y) / (40 * s), 0.25, 1.0)
     back += cv2.GaussianBlur(front, (0, 0), 1.4) * fade
     canvas.att += back
@@ -954,10 +954,10 @@ def _breasts(
         fx = geo.cx + sign * 100 * s  # lowest point of the fold
         fy = geo.y_cp["right"] - 5 * s + 12 * s * size
         rx, ry = 85 * s * size, 130 * s * size
-        box = canvas._box(fx - rx, fy - ry - 10 * s, fx + rx, fy + 10 * s)
+        box = canvas.box(fx - rx, fy - ry - 10 * s, fx + rx, fy + 10 * s)
         if box is None:
             continue
-        x, y = canvas._grid(box)
+        x, y = canvas.grid(box)
         u = (x - fx) / rx
         fold_y = fy - 35 * s * u * u  # the fold rises medially and laterally
         v = (fold_y - y) / ry  # 0 at the fold, 1 at the top

@@ -141,7 +141,7 @@ def _effusion(
     if rows.size == 0:
         return Lesion(Finding.PLEURAL_EFFUSION, mask, f"{side} costophrenic angle", side)
     box = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
-    x, y = canvas._grid(box)
+    x, y = canvas.grid(box)
     if geo.view == "LAT":
         span = geo.posterior_x - geo.anterior_x
         closeness = np.clip((x - geo.anterior_x) / span, 0.0, 1.0)
@@ -197,7 +197,7 @@ def _pneumothorax_region(canvas: Canvas, geo: ChestGeometry, seed: LesionSeed) -
     dist = cv2.distanceTransform(padded, cv2.DIST_L2, 5)[1:, 1:-1] * canvas.mm_per_px
     # Air rises: the rim is widest at the apex and along the upper lateral wall, and narrows
     # smoothly toward the mediastinum and the base, so the pleural line is one smooth curve.
-    x, y = canvas._grid(box)
+    x, y = canvas.grid(box)
     height = (y - geo.y_apex) / (geo.y_cp[side] - geo.y_apex)
     apical = np.clip(1.0 - height / 0.25, 0.0, 1.0)
     if geo.view == "LAT":
@@ -279,11 +279,11 @@ def _consolidation(
     rx = (25.0 + 30.0 * seed.at(4)) * geo.s
     ry = rx * 0.8
     location = f"{side} {_zone(height)} zone"
-    box = canvas._box(x - 1.4 * rx, y - 1.4 * ry, x + 1.4 * rx, y + 1.4 * ry)
+    box = canvas.box(x - 1.4 * rx, y - 1.4 * ry, x + 1.4 * rx, y + 1.4 * ry)
     mask = np.zeros((canvas.rows, canvas.cols), bool)
     if box is None:
         return Lesion(Finding.CONSOLIDATION, mask, location, side)
-    gx, gy = canvas._grid(box)
+    gx, gy = canvas.grid(box)
     shape = (box[0].stop - box[0].start, box[1].stop - box[1].start)
     u, v = (gx - x) / rx, (gy - y) / ry
     opacity = _consolidation_field(rng, shape, u, v, canvas.mm_per_px)

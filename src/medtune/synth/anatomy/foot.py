@@ -34,7 +34,7 @@ from medtune.synth.anatomy.limb import (
     cut_below,
     digit_outline,
     draw_soft_tissue,
-    place_pose,
+    place_cut_limb,
 )
 from medtune.synth.anatomy.limb_bones import (
     draw_bone_union,
@@ -261,10 +261,8 @@ def _foot_pose(
     flip = -1.0 if subject.laterality == "L" else 1.0  # a left great toe shows on the image left
     pose = LimbPose(math.radians(roll), flip, subject.body_scale, math.radians(spin))
     # The part's extent: the skin in front of the cut, and where the cut crosses the heel.
-    inside = layout.outline[layout.outline[:, 1] >= -layout.heel]
-    cut = [[-25.0, -layout.heel, 20.0], [20.0, -layout.heel, 20.0]]
-    extent = np.concatenate([inside, cut])
-    return place_pose(canvas, pose, extent, np.zeros(len(extent)), rng, SHIFT_JITTER)
+    ends = ((-25.0, 20.0), (20.0, 20.0))
+    return place_cut_limb(canvas, pose, layout.outline, layout.heel, ends, rng, SHIFT_JITTER)
 
 
 def _draw_tarsus(

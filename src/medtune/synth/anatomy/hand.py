@@ -35,7 +35,7 @@ from medtune.synth.anatomy.limb import (
     cut_below,
     digit_outline,
     draw_soft_tissue,
-    place_pose,
+    place_cut_limb,
 )
 from medtune.synth.anatomy.limb_bones import (
     draw_lobed_bone,
@@ -270,10 +270,8 @@ def _hand_pose(
     flip = 1.0 if subject.laterality == "L" else -1.0  # a left thumb shows on the image right
     pose = LimbPose(math.radians(roll), flip, subject.body_scale, math.radians(spin))
     # The part's extent: the skin down to the cut, and where the cut meets the forearm's sides.
-    inside = layout.outline[layout.outline[:, 1] >= -layout.forearm]
-    cut = [[-31.0, -layout.forearm, 0.0], [29.0, -layout.forearm, 0.0]]
-    extent = np.concatenate([inside, cut])
-    return place_pose(canvas, pose, extent, np.zeros(len(extent)), rng, SHIFT_JITTER)
+    ends = ((-31.0, 0.0), (29.0, 0.0))
+    return place_cut_limb(canvas, pose, layout.outline, layout.forearm, ends, rng, SHIFT_JITTER)
 
 
 def _draw_carpus(

@@ -189,6 +189,26 @@ def place_pose(
     return pose.shifted(*shift), (float(lo[0]), float(lo[1]), float(hi[0]), float(hi[1]))
 
 
+def place_cut_limb(
+    canvas: Canvas,
+    pose: LimbPose,
+    outline: np.ndarray,
+    v_cut: float,
+    cut_ends: tuple[tuple[float, float], tuple[float, float]],
+    rng: np.random.Generator,
+    jitter: float,
+) -> tuple[LimbPose, tuple[float, float, float, float]]:
+    """:func:`place_pose` for a limb cut straight across at ``v = -v_cut`` (forearm, heel).
+
+    The part's extent is the skin ``outline`` (n, 3) beyond the cut, plus the two points
+    ``cut_ends`` ((u, w) each) where the cut meets the limb's sides.
+    """
+    inside = outline[outline[:, 1] >= -v_cut]
+    cut = [[u, -v_cut, w] for u, w in cut_ends]
+    extent = np.concatenate([inside, cut])
+    return place_pose(canvas, pose, extent, np.zeros(len(extent)), rng, jitter)
+
+
 def cut_below(canvas: Canvas, pose: LimbPose, v_cut: float, box: Sequence[float]) -> None:
     """Clear everything proximal to ``v = v_cut`` inside the part's ``box`` (x0, y0, x1, y1 mm):
     the limb runs on out of the field there, as past a collimator edge."""
