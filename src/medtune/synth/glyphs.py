@@ -30,28 +30,27 @@ def marker_patch(letter: str, height_px: int) -> np.ndarray:
 
 
 def place_marker(
-    line_integral: np.ndarray,
+    shape: tuple[int, int],
     letter: str,
     field_px: tuple[int, int, int, int],
     height_px: int,
-) -> tuple[int, int, int, int]:
-    """Put ``letter`` inside the field's top corner on its side; return its box (x0, y0, x1, y1).
+) -> tuple[np.ndarray, tuple[int, int, int, int]]:
+    """Where ``letter`` goes, inside the field's top corner on its side: (patch, box x0 y0 x1 y1).
 
     Patient's left is on the image right (see anatomy/base.py), so an "L" goes top-right and an
-    "R" top-left of the collimated field.
+    "R" top-left of the collimated field. The patch is mu * t, for the physics to put in the beam.
     """
     patch = marker_patch(letter, height_px)
     ph, pw = patch.shape
     fx0, fy0, fx1, _fy1 = field_px
     margin = max(height_px // 2, 2)
     x0 = fx1 - margin - pw if letter == "L" else fx0 + margin
+    rows, cols = shape
     # Below the top tenth, where modalities burn their text overlay.
-    y0 = max(fy0 + margin, int(line_integral.shape[0] * 0.11))
-    rows, cols = line_integral.shape
+    y0 = max(fy0 + margin, int(rows * 0.11))
     x0 = int(np.clip(x0, 0, cols - pw))
     y0 = int(np.clip(y0, 0, rows - ph))
-    line_integral[y0 : y0 + ph, x0 : x0 + pw] += patch
-    return x0, y0, x0 + pw, y0 + ph
+    return patch, (x0, y0, x0 + pw, y0 + ph)
 
 
 def burn_text(

@@ -84,18 +84,19 @@ def render_image(spec: ImageSpec) -> RenderedImage:
         if lesion is not None and lesion.mask.any():
             lesions.append(lesion)
 
-    # Scale by mu on the small canvas: a quarter of the work of scaling the upsampled image.
-    canvas.att *= acquisition.MU_WATER
-    line_integral = cv2.resize(canvas.att, (cols, rows), interpolation=cv2.INTER_LINEAR)
+    canvas.att *= acquisition.MU_WATER  # now the line integral, on the phantom's grid
     field_px, exposure = _collimation(
         result.field_mm, width_mm, height_mm, mm, spec, acquisition_rng
     )
-    marker_box = None
+    marker = marker_box = None
     if spec.marker:
         height = max(int(MARKER_HEIGHT_MM / mm), 7)
-        marker_box = place_marker(line_integral, spec.marker, field_px, height)
+        marker = place_marker((rows, cols), spec.marker, field_px, height)
+        marker_box = marker[1]
     noise = acquisition.unit_noise(acquisition_rng, rows, cols)
-    signal = acquisition.acquire(line_integral, mm, spec.processing, exposure, noise)
+    signal = acquisition.acquire(
+        canvas.att, (rows, cols), mm, spec.processing, exposure, noise, marker
+    )
     stored = acquisition.quantise(signal, spec.processing, exposure)
     boxes = [_finding_box(lesion, rows, cols) for lesion in lesions]
     boxes = [b for b in boxes if b is not None]
