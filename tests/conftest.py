@@ -1,0 +1,22 @@
+"""Fixtures shared by the tests of every stage."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from medtune.config import SynthConfig
+from medtune.synth.cohort import generate_cohort
+
+# A small cohort with every site, syntax and kind of identifier: 5 sites (explicit VR LE, JPEG
+# Lossless, JPEG 2000, RLE, JPEG-LS), burned-in text at some, reports with injected PHI.
+SMALL_COHORT = SynthConfig(patients=24, sites=5, size=256, seed=11, workers=1)
+
+
+@pytest.fixture(scope="session")
+def synth_cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A synthetic cohort (read-only: copy it before changing anything): dicom/, ris/, truth/."""
+    out = tmp_path_factory.mktemp("synth-cohort") / "cohort"
+    generate_cohort(SMALL_COHORT, out)
+    return out
