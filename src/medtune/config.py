@@ -139,6 +139,59 @@ class SynthConfig(Recipe):
             raise ValueError("last_year is before first_year")
 
 
+DEID_OPTION_NAMES = (
+    "retain-long-full-dates",
+    "retain-long-modified-dates",
+    "retain-patient-chars",
+    "retain-device-id",
+    "retain-institution-id",
+    "retain-uids",
+    "clean-descriptors",
+    "retain-safe-private",
+)
+
+
+class DeidConfig(Recipe):
+    """De-identification: the Annex E profile and its options, burned-in text, reports."""
+
+    enabled: bool = Field(True, description="off only with an explicit flag; recorded in the card")
+    options: list[str] = Field(
+        default_factory=lambda: ["retain-long-modified-dates", "retain-patient-chars"],
+        description="Annex E options (PS3.15 E.3): " + ", ".join(DEID_OPTION_NAMES),
+    )
+    ocr: Literal["off", "flagged", "all"] = Field(
+        "flagged",
+        description="burned-in text: OCR images flagged Burned In Annotation YES or from a "
+        "device with known text regions ('flagged'), every image ('all') or none ('off')",
+    )
+
+    @field_validator("options")
+    @classmethod
+    def _known_options(cls, value: list[str]) -> list[str]:
+        for name in value:
+            if name not in DEID_OPTION_NAMES:
+                near = difflib.get_close_matches(name, DEID_OPTION_NAMES, n=1)
+                hint = f" (did you mean '{near[0]}'?)" if near else ""
+                raise ValueError(f"unknown de-identification option '{name}'{hint}")
+        if {"retain-long-full-dates", "retain-long-modified-dates"} <= set(value):
+            raise ValueError("choose one of retain-long-full-dates and retain-long-modified-dates")
+        return value
+
+
+class IngestConfig(Recipe):
+    """``medtune ingest``: DICOM files (and reports) into a workspace dataset."""
+
+    kind: Literal["ingest"] = "ingest"
+    size: int = Field(256, ge=16, le=4096, description="side of the square output images (px)")
+    dtype: Literal["uint8", "uint16"] = "uint8"
+    frames: Literal["first", "middle", "all"] = Field(
+        "middle", description="which frames of a multi-frame image become images"
+    )
+    shard_images: int = Field(1024, ge=1, le=1_000_000, description="images per shard file")
+    workers: int = Field(0, ge=0, le=256, description="processes; 0 = one per core")
+    deid: DeidConfig = Field(default_factory=DeidConfig)
+
+
 class DemoConfig(Recipe):
     """``medtune demo``: the whole pipeline on the embedded synthetic cohort."""
 
@@ -149,6 +202,7 @@ class DemoConfig(Recipe):
 
 # Registry of recipe kinds: adding a recipe type is one model and one line here.
 RECIPES: dict[str, type[Recipe]] = {
+    "ingest": IngestConfig,
     "synth": SynthConfig,
     "demo": DemoConfig,
 }

@@ -1,0 +1,320 @@
+"""``medtune ingest``: a folder of DICOM files into the workspace dataset, resumably.
+
+Inputs are processed in a fixed order, in chunks of ``shard_images`` inputs; each chunk's
+results (its image shard, catalog rows and the fate of each input) are committed atomically
+before the next starts, so after a kill the same command skips finished chunks and redoes only
+the interrupted one: the result equals an uninterrupted run's. With ``--shard i/N`` a process
+takes every N-th input (by id) and writes its own chunks; the run that completes the last part
+merges them into ``catalog.parquet``.
+
+Accounting: every input ends ingested, quarantined (with a one-line reason) or a duplicate
+(an instance already ingested); the summary checks that the three add up to the inputs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import multiprocessing
+import os
+from collections import Counter, deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from multiprocessing.pool import AsyncResult
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from medtune import __version__
+from medtune.config import IngestConfig, dump_yaml
+from medtune.dataset.catalog import CATALOG_SCHEMA, INPUTS_SCHEMA
+from medtune.dataset.item import ItemContext, ItemResult, process
+from medtune.dataset.shards import ShardWriter
+from medtune.deid.pseudonyms import Pseudonymizer, load_or_create_key
+from medtune.errors import MedtuneError
+from medtune.io.folder import InputFile, check_dicomdir, list_inputs
+from medtune.workspace import Workspace, atomic_path, atomic_write_text
+
+STATE_DIR = ".ingest"
+
+
+@dataclass(frozen=True)
+class ShardSpec:
+    """This process's part of the inputs: ``index`` of ``count`` (``--shard i/N``)."""
+
+    index: int = 0
+    count: int = 1
+
+    @classmethod
+    def parse(cls, text: str | None) -> ShardSpec:
+        if not text:
+            return cls()
+        try:
+            index, count = (int(part) for part in text.split("/"))
+        except ValueError:
+            raise MedtuneError(f"--shard {text}: expected i/N, e.g. 0/4") from None
+        if count < 1 or not 0 <= index < count:
+            raise MedtuneError(f"--shard {text}: need 0 <= i < N")
+        return cls(index, count)
+
+    @property
+    def name(self) -> str:
+        return "all" if self.count == 1 else f"{self.index}of{self.count}"
+
+    def takes(self, item: InputFile) -> bool:
+        return self.count == 1 or int(item.input_id, 16) % self.count == self.index
+
+
+@dataclass
+class IngestSummary:
+    inputs: int = 0
+    ingested: int = 0
+    quarantined: int = 0
+    duplicates: int = 0
+    images: int = 0
+    reasons: Counter[str] = field(default_factory=Counter)  # quarantine reasons, by count
+    chunks_skipped: int = 0  # already done by an earlier (interrupted) run
+    merged: bool = False  # catalog.parquet written (all shards complete)
+    dicomdir: dict[str, int] | None = None
+
+    @property
+    def accounted(self) -> bool:
+        return self.ingested + self.quarantined + self.duplicates == self.inputs
+
+
+def ingest(
+    source: str | os.PathLike[str],
+    workspace: str | os.PathLike[str],
+    config: IngestConfig,
+    key_path: str | os.PathLike[str],
+    shard: ShardSpec | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    on_quarantine: Callable[[InputFile, str], None] | None = None,
+) -> IngestSummary:
+    """Ingest every file under ``source`` into ``workspace`` (see module docstring)."""
+    shard = shard or ShardSpec()
+    root = Path(source)
+    ws = Workspace(Path(workspace)).create()
+    pseudo = Pseudonymizer(load_or_create_key(key_path))
+    inputs = [item for item in list_inputs(root) if shard.takes(item)]
+    summary = IngestSummary(inputs=len(inputs))
+    check = check_dicomdir(root)
+    if check is not None:
+        summary.dicomdir = {"referenced": check.referenced, "missing": check.missing,
+                            "outside": check.outside}  # fmt: skip
+
+    state = ws.dataset_dir / STATE_DIR / shard.name
+    state.mkdir(parents=True, exist_ok=True)
+    fingerprint = _fingerprint(inputs, config, pseudo)
+    done = _chunks_done(state, fingerprint)
+    chunk_size = config.shard_images
+    chunks = [inputs[i : i + chunk_size] for i in range(0, len(inputs), chunk_size)]
+    seen = _seen_instances(state, done)
+
+    finished = 0
+    for number, chunk in enumerate(chunks):
+        if number < done:
+            summary.chunks_skipped += 1
+            finished += len(chunk)
+            if progress:
+                progress(finished, len(inputs))
+            continue
+        results = _run_chunk(chunk, config, pseudo, root)
+        _commit_chunk(ws, state, shard, number, chunk, results, seen, config, on_quarantine)
+        _write_progress(state, fingerprint, number + 1, len(chunks))
+        finished += len(chunk)
+        if progress:
+            progress(finished, len(inputs))
+    _write_progress(state, fingerprint, len(chunks), len(chunks))
+
+    _count(state, len(chunks), summary)
+    summary.merged = _merge_if_complete(ws, shard, config)
+    if summary.merged:
+        ws.save_config(dump_yaml(config, exclude={"workers"}))
+    return summary
+
+
+# ---------------------------------------------------------------------------------------------
+# Running a chunk.
+
+_CONTEXT: dict[str, ItemContext] = {}
+
+
+def _init_worker(config: IngestConfig, key: bytes, root: Path) -> None:
+    import cv2
+
+    cv2.setNumThreads(1)
+    _CONTEXT["ctx"] = ItemContext(config, Pseudonymizer(key), root)
+
+
+def _work(item: InputFile) -> ItemResult:
+    return process(item, _CONTEXT["ctx"])
+
+
+def _run_chunk(
+    chunk: list[InputFile], config: IngestConfig, pseudo: Pseudonymizer, root: Path
+) -> Iterator[ItemResult]:
+    """Results in input order; a sliding window keeps every worker busy, memory bounded."""
+    workers = config.workers or os.cpu_count() or 1
+    key = pseudo._key  # workers rebuild the pseudonymizer from the key, never from files
+    if workers == 1 or len(chunk) < 4:
+        _init_worker(config, key, root)
+        yield from map(_work, chunk)
+        return
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(workers, _init_worker, (config, key, root)) as pool:
+        window: deque[AsyncResult[ItemResult]] = deque()
+        for item in chunk:
+            window.append(pool.apply_async(_work, (item,)))
+            if len(window) >= workers * 4:
+                yield window.popleft().get()
+        while window:
+            yield window.popleft().get()
+
+
+def _commit_chunk(
+    ws: Workspace,
+    state: Path,
+    shard: ShardSpec,
+    number: int,
+    chunk: list[InputFile],
+    results: Iterator[ItemResult],
+    seen: set[str],
+    config: IngestConfig,
+    on_quarantine: Callable[[InputFile, str], None] | None,
+) -> None:
+    shard_name = f"shard-{number:05d}" if shard.count == 1 else f"shard-{shard.name}-{number:05d}"
+    writer = ShardWriter(ws.images_dir / f"{shard_name}.npy", config.size, config.dtype)
+    rows: list[dict[str, object]] = []
+    fates: list[dict[str, object]] = []
+    try:
+        for item, result in zip(chunk, results, strict=True):
+            deid = json.dumps(result.deid, sort_keys=True) if result.deid else None
+            fate = {"input_id": item.input_id, "status": result.status, "stage": result.stage,
+                    "reason": result.reason, "images": 0, "deid": deid}  # fmt: skip
+            if result.status == "ingested" and result.dedup_key in seen:
+                fate.update(status="duplicate", stage="", reason="instance already ingested")
+            elif result.status == "ingested":
+                if result.dedup_key:
+                    seen.add(result.dedup_key)
+                for row, image in zip(result.rows, result.images, strict=True):
+                    row.update(shard=_shard_number(shard, number), index=writer.add(image),
+                               shard_file=shard_name)  # fmt: skip
+                    rows.append(row)
+                fate["images"] = len(result.rows)
+            elif on_quarantine is not None:
+                on_quarantine(item, result.reason)
+            fates.append(fate)
+        writer.finish()
+    except BaseException:
+        writer.abort()
+        raise
+    _write_table(state / f"catalog-{number:05d}.parquet", rows, CATALOG_SCHEMA)
+    _write_table(state / f"inputs-{number:05d}.parquet", fates, INPUTS_SCHEMA)
+
+
+def _shard_number(shard: ShardSpec, number: int) -> int:
+    # Unique across --shard parts: part i's chunk k.
+    return number * shard.count + shard.index
+
+
+def _write_table(path: Path, rows: list[dict[str, object]], schema: pa.Schema) -> None:
+    table = pa.Table.from_pylist(rows, schema=schema)
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp)
+
+
+# ---------------------------------------------------------------------------------------------
+# Resume and merge.
+
+
+def _fingerprint(inputs: list[InputFile], config: IngestConfig, pseudo: Pseudonymizer) -> str:
+    """Changes when the inputs, the settings that shape the output, or the key change."""
+    digest = hashlib.sha256()
+    for item in inputs:
+        digest.update(item.input_id.encode())
+    digest.update(dump_yaml(config, exclude={"workers"}).encode())
+    digest.update(pseudo.pseudonym("fingerprint", "key").encode())  # the key, not revealing it
+    digest.update(__version__.encode())
+    return digest.hexdigest()
+
+
+def _chunks_done(state: Path, fingerprint: str) -> int:
+    path = state / "progress.json"
+    if not path.exists():
+        return 0
+    try:
+        progress = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return 0
+    if progress.get("fingerprint") != fingerprint:
+        # Different inputs, settings or key: start over, removing the old parts.
+        for old in state.glob("*.parquet"):
+            old.unlink()
+        return 0
+    return int(progress.get("chunks_done", 0))
+
+
+def _write_progress(state: Path, fingerprint: str, done: int, total: int) -> None:
+    atomic_write_text(state / "progress.json", json.dumps(
+        {"fingerprint": fingerprint, "chunks_done": done, "chunks": total}))  # fmt: skip
+
+
+def _seen_instances(state: Path, done: int) -> set[str]:
+    seen: set[str] = set()
+    for number in range(done):
+        table = pq.read_table(state / f"catalog-{number:05d}.parquet", columns=["sop_uid"])
+        seen.update(v for v in table.column("sop_uid").to_pylist() if v)
+    return seen
+
+
+def _count(state: Path, chunks: int, summary: IngestSummary) -> None:
+    for number in range(chunks):
+        table = pq.read_table(state / f"inputs-{number:05d}.parquet")
+        for fate in table.to_pylist():
+            status = fate["status"]
+            if status == "ingested":
+                summary.ingested += 1
+                summary.images += fate["images"]
+            elif status == "duplicate":
+                summary.duplicates += 1
+            else:
+                summary.quarantined += 1
+                summary.reasons[_reason_kind(fate["reason"])] += 1
+
+
+def _reason_kind(reason: str) -> str:
+    return reason.split(" (", 1)[0]
+
+
+def _merge_if_complete(ws: Workspace, shard: ShardSpec, config: IngestConfig) -> bool:
+    """Write catalog.parquet and deid/inputs.parquet once every part is complete."""
+    base = ws.dataset_dir / STATE_DIR
+    names = ["all"] if shard.count == 1 else [f"{i}of{shard.count}" for i in range(shard.count)]
+    parts: list[Path] = []
+    for name in names:
+        progress_path = base / name / "progress.json"
+        if not progress_path.exists():
+            return False
+        progress = json.loads(progress_path.read_text())
+        if progress["chunks_done"] < progress["chunks"]:
+            return False
+        parts.extend(base / name / f"catalog-{n:05d}.parquet" for n in range(progress["chunks"]))
+    catalog = pa.concat_tables([pq.read_table(p) for p in parts]) if parts else (
+        CATALOG_SCHEMA.empty_table())  # fmt: skip
+    inputs = pa.concat_tables(
+        [pq.read_table(p.with_name(p.name.replace("catalog-", "inputs-"))) for p in parts]
+    ) if parts else INPUTS_SCHEMA.empty_table()  # fmt: skip
+    with atomic_path(ws.catalog_path) as tmp:
+        pq.write_table(catalog, tmp)
+    with atomic_path(ws.deid_dir / "inputs.parquet") as tmp:
+        pq.write_table(inputs, tmp)
+    # The quarantine list a person reads: opaque input ids (see io/folder.py) and reasons.
+    quarantined = [f for f in inputs.to_pylist() if f["status"] == "quarantined"]
+    lines = ["input_id,stage,reason"] + [
+        f'{f["input_id"]},{f["stage"]},"{f["reason"].replace(chr(34), chr(39))}"'
+        for f in quarantined
+    ]
+    atomic_write_text(ws.deid_dir / "quarantine.csv", "\n".join(lines) + "\n")
+    return True

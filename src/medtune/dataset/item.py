@@ -1,0 +1,277 @@
+"""One input file through the whole ingest: read, de-identify, check, decode, preprocess.
+
+Runs in a worker process and returns plain values: catalog rows and pixel arrays for the parent
+to write, or a quarantine reason. Nothing identifying leaves this module except inside the
+de-identified results: every failure is reported by kind ("no pixel data", "leak: names in the
+header") with the exception type, never with a value from the file.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pydicom
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
+
+from medtune.config import IngestConfig
+from medtune.deid.pseudonyms import Pseudonymizer
+from medtune.errors import MedtuneError
+from medtune.io import pixels
+from medtune.io.folder import InputFile
+
+
+@dataclass
+class ItemResult:
+    input_id: str
+    status: str  # "ingested" or "quarantined"
+    stage: str = ""
+    reason: str = ""
+    rows: list[dict[str, object]] = field(default_factory=list)
+    images: list[np.ndarray] = field(default_factory=list)
+    deid: dict[str, object] = field(default_factory=dict)
+    dedup_key: str | None = (
+        None  # replaced SOP Instance UID: the same instance twice is a duplicate
+    )
+
+
+class Quarantine(Exception):
+    """Stop this input with a reason; the batch goes on."""
+
+    def __init__(self, stage: str, reason: str) -> None:
+        super().__init__(reason)
+        self.stage = stage
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class ItemContext:
+    """What every item needs, built once per worker."""
+
+    config: IngestConfig
+    pseudo: Pseudonymizer
+    source_root: Path
+
+
+def process(item: InputFile, ctx: ItemContext) -> ItemResult:
+    """Ingest one file; any failure becomes a quarantine reason, never an exception."""
+    try:
+        return _process(item, ctx)
+    except Quarantine as stop:
+        return ItemResult(item.input_id, "quarantined", stop.stage, stop.reason)
+    except Exception as err:  # a bug or an input nobody foresaw: quarantine, keep the batch going
+        return ItemResult(
+            item.input_id, "quarantined", "internal", f"unexpected {type(err).__name__}"
+        )
+
+
+def _process(item: InputFile, ctx: ItemContext) -> ItemResult:
+    from medtune.deid import leak
+    from medtune.deid.header import DeidOptions, collect_identifiers, deidentify
+
+    ds = read_dicom(item.path)
+    if "PixelData" not in ds:
+        raise Quarantine("read", f"no pixel data ({_sop_class_name(ds)})")
+    try:
+        pixels.check_declared_size(ds)
+    except pixels.PixelError as err:
+        raise Quarantine("pixels", str(err)) from None
+
+    # Everything that needs an original value is computed before de-identification.
+    known = collect_identifiers(ds)
+    patient = ctx.pseudo.patient(str(ds.get("PatientID", "")), str(ds.get("IssuerOfPatientID", "")))
+    accession = str(ds.get("AccessionNumber", "") or "")
+    study = ctx.pseudo.study(accession or str(ds.get("StudyInstanceUID", "")))
+    site = _site(ds, item, ctx)
+    age = _age_years(ds)
+
+    deid_record: dict[str, object] = {}
+    if ctx.config.deid.enabled:
+        options = DeidOptions.parse(ctx.config.deid.options)
+        record = deidentify(ds, ctx.pseudo, options)
+        deid_record = _as_json(record)
+        hits = leak.scan_dataset(ds, known)
+        if hits:
+            raise Quarantine("leak_scan", "leak: " + leak.describe(hits) + " left in the header")
+
+    try:
+        frames = [pixels.stored_frame(ds, i) for i in pixels.frame_indices(ds, ctx.config.frames)]
+        displays = [pixels.to_display(ds, frame) for frame in frames]
+    except pixels.PixelError as err:
+        raise Quarantine("pixels", str(err)) from None
+
+    burned = False
+    if ctx.config.deid.enabled and _needs_ocr(ds, ctx):
+        from medtune.deid.burned_text import blank, clear_burned_text
+
+        for display in displays:
+            result = clear_burned_text(
+                display,
+                burned_in_annotation=str(ds.get("BurnedInAnnotation", "") or "") or None,
+                manufacturer=str(ds.get("Manufacturer", "") or "") or None,
+                model=str(ds.get("ManufacturerModelName", "") or "") or None,
+                known=known,
+            )
+            if not result.cleared:
+                raise Quarantine("burned_text", result.reason or "burned-in text not cleared")
+            if result.boxes:
+                blank(display, result.boxes, 0)
+                burned = True
+
+    rows: list[dict[str, object]] = []
+    images: list[np.ndarray] = []
+    frame_numbers = pixels.frame_indices(ds, ctx.config.frames)
+    for frame, display in zip(frame_numbers, displays, strict=True):
+        if ctx.config.dtype == "uint16":
+            display = (display.astype(np.uint16) * 257) if display.dtype == np.uint8 else display
+        image, geometry = pixels.preprocess(display, ctx.config.size)
+        images.append(image)
+        rows.append(_row(ds, item, frame, patient, study, site, age, geometry, burned, ctx))
+    sop = str(ds.get("SOPInstanceUID", ""))
+    return ItemResult(item.input_id, "ingested", rows=rows, images=images, deid=deid_record,
+                      dedup_key=sop or None)  # fmt: skip
+
+
+def read_dicom(path: Path) -> Dataset:
+    """Read a DICOM file, with or without its 128-byte preamble; Quarantine when it is not one."""
+    try:
+        return pydicom.dcmread(path)
+    except InvalidDicomError:
+        pass
+    except Exception as err:
+        raise Quarantine("read", f"unreadable DICOM ({type(err).__name__})") from None
+    # Some exports drop the preamble and file meta: accept a raw dataset only if it looks like an
+    # image instance (forced reads turn any file into a dataset of garbage otherwise).
+    try:
+        ds = pydicom.dcmread(path, force=True)
+        if "SOPClassUID" in ds and ("PixelData" in ds or "Rows" in ds):
+            if not getattr(ds, "file_meta", None) or "TransferSyntaxUID" not in ds.file_meta:
+                ds.file_meta = ds.get("file_meta") or pydicom.dataset.FileMetaDataset()
+                ds.file_meta.TransferSyntaxUID = pydicom.uid.ImplicitVRLittleEndian
+            return ds
+    except Exception:
+        pass
+    raise Quarantine("read", "not a DICOM file")
+
+
+def _row(
+    ds: Dataset,
+    item: InputFile,
+    frame: int,
+    patient: str,
+    study: str,
+    site: str,
+    age: int | None,
+    geometry: pixels.Geometry,
+    burned: bool,
+    ctx: ItemContext,
+) -> dict[str, object]:
+    sop = str(ds.get("SOPInstanceUID", ""))
+    spacing = ds.get("PixelSpacing") or ds.get("ImagerPixelSpacing")
+    return {
+        "image_id": "I" + ctx.pseudo.pseudonym("image", f"{sop}/{frame}"),
+        "input_id": item.input_id,
+        "frame": frame,
+        "patient_id": patient,
+        "study_id": study,
+        "series_uid": str(ds.get("SeriesInstanceUID", "")),
+        "sop_uid": sop,
+        "site": site,
+        "manufacturer": _text(ds, "Manufacturer"),
+        "model": _text(ds, "ManufacturerModelName"),
+        "modality": _text(ds, "Modality"),
+        "body_part": _text(ds, "BodyPartExamined"),
+        "view": _text(ds, "ViewPosition"),
+        "laterality": _text(ds, "ImageLaterality") or _text(ds, "Laterality"),
+        "sex": _text(ds, "PatientSex"),
+        "age": age,
+        "study_date": _date(ds.get("StudyDate")),
+        "photometric": _text(ds, "PhotometricInterpretation"),
+        "bits_stored": int(ds.get("BitsStored", 0) or 0),
+        "transfer_syntax": str(ds.file_meta.get("TransferSyntaxUID", "")),
+        "pixel_spacing_mm": float(spacing[0]) if spacing else None,
+        "rows": geometry.rows,
+        "cols": geometry.cols,
+        "scale": geometry.scale,
+        "pad_x": geometry.pad_x,
+        "pad_y": geometry.pad_y,
+        "burned_in_text": burned,
+    }
+
+
+def _site(ds: Dataset, item: InputFile, ctx: ItemContext) -> str:
+    """A pseudonymous site: from the institution, else the top folder of the export."""
+    institution = " ".join(
+        str(ds.get(k, "") or "") for k in ("InstitutionName", "InstitutionAddress")
+    )
+    basis = institution.strip() or item.relative.split("/", 1)[0]
+    return "site-" + ctx.pseudo.pseudonym("site", basis)[:8].lower()
+
+
+def _age_years(ds: Dataset) -> int | None:
+    """Age at the study from Patient's Age, else from the birth and study dates; 90 for 90+."""
+    text = str(ds.get("PatientAge", "") or "").strip().upper()
+    years: float | None = None
+    if len(text) == 4 and text[:3].isdigit() and text[3] in "DWMY":
+        years = int(text[:3]) / {"D": 365.25, "W": 52.18, "M": 12.0, "Y": 1.0}[text[3]]
+    else:
+        born, seen = _date(ds.get("PatientBirthDate")), _date(ds.get("StudyDate"))
+        if born and seen and seen >= born:
+            years = (seen - born).days / 365.25
+    if years is None:
+        return None
+    return min(int(years), 90)
+
+
+def _date(value: object) -> dt.date | None:
+    text = str(value or "").strip()
+    if len(text) >= 8 and text[:8].isdigit():
+        try:
+            return dt.date(int(text[:4]), int(text[4:6]), int(text[6:8]))
+        except ValueError:
+            return None
+    return None
+
+
+def _text(ds: Dataset, keyword: str) -> str | None:
+    value = ds.get(keyword)
+    if value is None or value == "":
+        return None
+    return str(value).strip() or None
+
+
+def _needs_ocr(ds: Dataset, ctx: ItemContext) -> bool:
+    mode = ctx.config.deid.ocr
+    if mode == "off":
+        return False
+    if mode == "all":
+        return True
+    from medtune.deid.burned_text import has_known_regions
+
+    flagged = str(ds.get("BurnedInAnnotation", "") or "").strip().upper() == "YES"
+    return flagged or has_known_regions(
+        _text(ds, "Manufacturer"), _text(ds, "ManufacturerModelName")
+    )
+
+
+def _sop_class_name(ds: Dataset) -> str:
+    uid = ds.get("SOPClassUID")
+    name = getattr(uid, "name", "") if uid is not None else ""
+    return name or "unknown SOP class"
+
+
+def _as_json(record: object) -> dict[str, object]:
+    if hasattr(record, "to_json"):
+        return json.loads(record.to_json())  # type: ignore[no-any-return]
+    if hasattr(record, "__dataclass_fields__"):
+        from dataclasses import asdict
+
+        return json.loads(json.dumps(asdict(record), default=str))  # type: ignore[call-overload]
+    return {}
+
+
+__all__ = ["ItemContext", "ItemResult", "MedtuneError", "Quarantine", "process", "read_dicom"]
