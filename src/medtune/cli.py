@@ -153,6 +153,89 @@ def config_list() -> None:
         print(name)
 
 
+@app.command()
+def ingest(
+    source: Annotated[str, typer.Argument(help="Folder of DICOM files (any layout).")],
+    workspace: Annotated[Path, typer.Option("--workspace", "-w", help="Workspace directory.")],
+    reports: Annotated[
+        list[Path] | None, typer.Option(help="RIS export (CSV/JSONL) or FHIR JSON (repeatable).")
+    ] = None,
+    key: Annotated[
+        Path | None,
+        typer.Option(help="Pseudonym key file, kept outside the workspace (created if absent)."),
+    ] = None,
+    deid_options: Annotated[
+        str | None,
+        typer.Option(
+            help="Annex E options, comma-separated (default: retain-long-modified-dates,"
+            "retain-patient-chars)."
+        ),
+    ] = None,
+    no_deid: Annotated[
+        bool, typer.Option("--no-deid", help="Turn de-identification off (recorded in the card).")
+    ] = False,
+    ocr: Annotated[
+        str | None, typer.Option(help="Burned-in text check: off, flagged, all.")
+    ] = None,
+    size: Annotated[int | None, typer.Option(help="Output image side, px (default 256).")] = None,
+    workers: Annotated[int | None, typer.Option(help="Processes (0 = one per core).")] = None,
+    shard: Annotated[str | None, typer.Option(help="Take part i of N of the inputs: i/N.")] = None,
+    recipe: Annotated[str, typer.Option(help="Recipe name or YAML path.")] = "ingest/default",
+    set_: SetOption = None,
+) -> None:
+    """De-identify and preprocess DICOM files into a workspace dataset.
+
+    Every input ends up ingested, quarantined with a reason, or counted as a duplicate.
+    """
+    from medtune.config import IngestConfig, load_recipe
+
+    overrides, flags = list(set_ or []), {}
+    for dotted, flag, value in (
+        ("size", "--size", size),
+        ("workers", "--workers", workers),
+        ("deid.ocr", "--ocr", ocr),
+    ):
+        if value is not None:
+            overrides.append(f"{dotted}={value}")
+            flags[dotted] = flag
+    if deid_options is not None:
+        names = [n.strip() for n in deid_options.split(",") if n.strip()]
+        overrides.append(f"deid.options=[{', '.join(names)}]")
+        flags["deid.options"] = "--deid-options"
+    if no_deid:
+        overrides.append("deid.enabled=false")
+    config = load_recipe(recipe, overrides, expect=IngestConfig, flags=flags)
+    assert isinstance(config, IngestConfig)
+
+    from medtune.dataset.ingest import ShardSpec, ingest_with_reports
+
+    key_path = key or default_key_path()
+
+    def quarantined(item, reason) -> None:  # type: ignore[no-untyped-def]
+        # The user's own console, on their machine: the path they gave helps them find the file.
+        print(f"quarantined {item.relative}: {reason}", file=sys.stderr)
+
+    summary = _with_progress(
+        "ingest",
+        lambda progress: ingest_with_reports(
+            source, workspace, config, key_path, reports or [], ShardSpec.parse(shard),
+            progress=lambda done, total: progress("files", done, total),
+            on_quarantine=quarantined,
+        ),
+    )  # fmt: skip
+    _print_summary(summary)
+
+
+def default_key_path() -> Path:
+    """$MEDTUNE_KEY, else ~/.config/medtune/pseudonym.key: outside any workspace."""
+    import os
+
+    env = os.environ.get("MEDTUNE_KEY")
+    if env:
+        return Path(env)
+    return Path.home() / ".config" / "medtune" / "pseudonym.key"
+
+
 # ---------------------------------------------------------------------------------------------
 # Output helpers (rich is imported only by commands that print tables or progress).
 

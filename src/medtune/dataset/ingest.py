@@ -318,3 +318,139 @@ def _merge_if_complete(ws: Workspace, shard: ShardSpec, config: IngestConfig) ->
     ]
     atomic_write_text(ws.deid_dir / "quarantine.csv", "\n".join(lines) + "\n")
     return True
+
+
+# ---------------------------------------------------------------------------------------------
+# Reports, and the command's summary.
+
+
+@dataclass
+class ReportsSummary:
+    rows: int = 0
+    written: int = 0
+    rejected: int = 0
+    unmatched: int = 0  # reports of studies with no ingested image (kept: text is still useful)
+    scrubbed: Counter[str] = field(default_factory=Counter)
+
+
+REPORTS_SCHEMA = pa.schema(
+    [
+        ("study_id", pa.string()),
+        ("patient_id", pa.string()),
+        ("text", pa.string()),  # de-identified
+        ("has_images", pa.bool_()),
+        ("source", pa.string()),  # opaque id of the report file and row
+    ]
+)
+
+
+def ingest_reports(
+    paths: list[Path], ws: Workspace, pseudo: Pseudonymizer, deid: bool = True
+) -> ReportsSummary:
+    """De-identify report exports into reports.parquet, joined to the catalog by study."""
+    from medtune.deid.text import scrub_report
+    from medtune.io.reports import ReportRecord, read_reports
+
+    patients_of_study: dict[str, str] = {}
+    if ws.catalog_path.exists():
+        table = pq.read_table(ws.catalog_path, columns=["study_id", "patient_id"])
+        patients_of_study = dict(
+            zip(table.column("study_id").to_pylist(), table.column("patient_id").to_pylist(),
+                strict=True)
+        )  # fmt: skip
+    summary = ReportsSummary()
+    rows: list[dict[str, object]] = []
+    for path in _report_files(paths):
+        file_id = hashlib.sha256(str(path.name).encode()).hexdigest()[:8]
+        for record in read_reports(path):
+            summary.rows += 1
+            if not isinstance(record, ReportRecord):
+                summary.rejected += 1
+                continue
+            study = pseudo.study(record.id)
+            patient = (
+                pseudo.patient(record.patient) if record.patient else patients_of_study.get(study)
+            )
+            text = record.text
+            if deid:
+                shift = (lambda day, p=patient: pseudo.shift_date(p, day)) if patient else None
+                scrubbed = scrub_report(record.text, record.identifiers, shift)
+                text = scrubbed.text
+                summary.scrubbed.update(scrubbed.counts)
+            has_images = study in patients_of_study
+            summary.unmatched += not has_images
+            line = record.source.rsplit(":", 1)[-1]
+            rows.append({"study_id": study, "patient_id": patient, "text": text,
+                         "has_images": has_images, "source": f"{file_id}:{line}"})  # fmt: skip
+    rows.sort(key=lambda r: (str(r["study_id"]), str(r["source"])))
+    _write_table(ws.reports_path, rows, REPORTS_SCHEMA)
+    summary.written = len(rows)
+    return summary
+
+
+def _report_files(paths: list[Path]) -> list[Path]:
+    files: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            suffixes = (".csv", ".jsonl", ".json", ".ndjson")
+            found = (p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in suffixes)
+            files.extend(sorted(found))
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise MedtuneError(f"{path}: no such report file or folder")
+    return files
+
+
+@dataclass
+class CommandSummary:
+    """What the CLI prints: tables (title -> rows, header first) and lines."""
+
+    tables: dict[str, list[list[object]]] = field(default_factory=dict)
+    lines: list[str] = field(default_factory=list)
+    ingest: IngestSummary | None = None
+    reports: ReportsSummary | None = None
+
+
+def ingest_with_reports(
+    source: str | os.PathLike[str],
+    workspace: str | os.PathLike[str],
+    config: IngestConfig,
+    key_path: str | os.PathLike[str],
+    reports: list[Path],
+    shard: ShardSpec | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    on_quarantine: Callable[[InputFile, str], None] | None = None,
+) -> CommandSummary:
+    """Images, then reports (once every image shard is merged), then a summary."""
+    result = ingest(source, workspace, config, key_path, shard, progress, on_quarantine)
+    out = CommandSummary(ingest=result)
+    out.tables["inputs"] = [
+        ["inputs", "ingested", "quarantined", "duplicates", "images"],
+        [result.inputs, result.ingested, result.quarantined, result.duplicates, result.images],
+    ]
+    if result.reasons:
+        out.tables["quarantined, by reason"] = [["reason", "files"]] + [
+            [reason, n] for reason, n in result.reasons.most_common()
+        ]
+    if not result.accounted:
+        raise MedtuneError("accounting failed: ingested + quarantined + duplicates != inputs")
+    if result.dicomdir and (result.dicomdir["outside"] or result.dicomdir["missing"]):
+        out.lines.append(f"DICOMDIR: {result.dicomdir['outside']} references outside the source "
+                         f"ignored, {result.dicomdir['missing']} missing")  # fmt: skip
+    if result.chunks_skipped:
+        out.lines.append(f"resumed: {result.chunks_skipped} finished chunks kept")
+    ws = Workspace(Path(workspace))
+    if not result.merged:
+        out.lines.append("this part is done; the catalog is written when every --shard part is")
+        return out
+    if reports:
+        pseudo = Pseudonymizer(load_or_create_key(key_path))
+        rs = ingest_reports(reports, ws, pseudo, deid=config.deid.enabled)
+        out.reports = rs
+        out.tables["reports"] = [
+            ["rows", "written", "rejected", "without images"],
+            [rs.rows, rs.written, rs.rejected, rs.unmatched],
+        ]
+    out.lines.append(f"dataset: {ws.dataset_dir}")
+    return out

@@ -76,6 +76,18 @@ class Pseudonymizer:
         text = base64.b32encode(self._digest(kind, value)).decode("ascii").rstrip("=")
         return text[:length]
 
+    def patient(self, patient_id: str, issuer: str = "") -> str:
+        """The patient's pseudonym (from Patient ID and Issuer of Patient ID). Every stage keys
+        the patient's date shift on it, so images, reports and later runs agree on the shift
+        without the original ID: ``shift_date(pseudo.patient(pid), day)``."""
+        return "P" + self.pseudonym(
+            "patient", f"{issuer}\x00{patient_id}" if issuer else patient_id
+        )
+
+    def study(self, accession_or_uid: str) -> str:
+        """A study's pseudonym, from its accession number (what reports are keyed by)."""
+        return "S" + self.pseudonym("study", accession_or_uid)
+
     def uid(self, uid: str) -> str:
         """A replacement UID under the 2.25 root (a UUID-derived UID, PS3.5 B.2), at most 44
         characters, the same for the same ``uid``."""
@@ -83,7 +95,8 @@ class Pseudonymizer:
         return f"2.25.{number}"
 
     def date_shift_days(self, patient_key: str) -> int:
-        """How many days this patient's dates move (negative: back in time)."""
+        """How many days this patient's dates move (negative: back in time). ``patient_key`` is
+        the patient's pseudonym from :meth:`patient`, never the original ID."""
         low, high = SHIFT_DAYS
         number = int.from_bytes(self._digest("date-shift", patient_key)[:8], "big")
         return -(low + number % (high - low + 1))

@@ -186,7 +186,9 @@ def _normalise(
 ) -> np.ndarray:
     """0..1 with black = dark. With a VOI the table's own range is the display range; without
     one, the range of the values the image actually holds (a viewer's default window)."""
-    if levels is not None and image_levels is not None and not _has_voi(ds):
+    if _has_voi(ds):
+        lo, hi = _voi_output_range(ds)
+    elif levels is not None and image_levels is not None:
         lo_level, hi_level = image_levels
         inside = (levels >= lo_level) & (levels <= hi_level)
         lo, hi = values[inside].min(), values[inside].max()
@@ -197,6 +199,26 @@ def _normalise(
     if _photometric(ds) == "MONOCHROME1":
         out = 1.0 - out
     return out
+
+
+def _voi_output_range(ds: Dataset) -> tuple[float, float]:
+    """The range a VOI maps onto black..white (PS3.3 C.11.2), as pydicom's functions output it:
+    a LUT's descriptor bits, or for a window the range of the modality LUT's output."""
+    if "VOILUTSequence" in ds:
+        return 0.0, float(2 ** int(ds.VOILUTSequence[0].LUTDescriptor[2]) - 1)
+    bits = int(ds.get("BitsStored", 16) or 16)
+    if "ModalityLUTSequence" in ds:
+        return 0.0, float(2 ** int(ds.ModalityLUTSequence[0].LUTDescriptor[2]) - 1)
+    if int(ds.get("PixelRepresentation", 0) or 0) == 0:
+        lo, hi = 0.0, float(2**bits - 1)
+    else:
+        lo, hi = float(-(2 ** (bits - 1))), float(2 ** (bits - 1) - 1)
+    slope, intercept = ds.get("RescaleSlope"), ds.get("RescaleIntercept")
+    if slope is not None and intercept is not None:
+        lo, hi = sorted(
+            (lo * float(slope) + float(intercept), hi * float(slope) + float(intercept))
+        )
+    return lo, hi
 
 
 def _to_gray(ds: Dataset, stored: np.ndarray) -> np.ndarray:
