@@ -226,6 +226,83 @@ def ingest(
     _print_summary(summary)
 
 
+@app.command()
+def deid(
+    source: Annotated[
+        str | None, typer.Argument(help="Folder of DICOM files (omit with --reports).")
+    ] = None,
+    out: Annotated[
+        Path, typer.Option("--out", help="Output folder (or .csv/.jsonl for reports).")
+    ] = Path(),
+    reports: Annotated[
+        Path | None, typer.Option(help="De-identify this report export (CSV/JSONL) instead.")
+    ] = None,
+    text_column: Annotated[str, typer.Option(help="Report text column.")] = "report_text",
+    id_column: Annotated[str, typer.Option(help="Report id column.")] = "accession_number",
+    patient_column: Annotated[
+        str | None, typer.Option(help="Patient id column: dates shift as the patient's images.")
+    ] = None,
+    key: Annotated[
+        Path | None, typer.Option(help="Pseudonym key file (created if absent).")
+    ] = None,
+    deid_options: Annotated[
+        str | None, typer.Option(help="Annex E options, comma-separated.")
+    ] = None,
+    ocr: Annotated[
+        str | None, typer.Option(help="Burned-in text check: off, flagged, all.")
+    ] = None,
+    workers: Annotated[int | None, typer.Option(help="Processes (0 = one per core).")] = None,
+) -> None:
+    """Write de-identified DICOM files (or a de-identified report export).
+
+    Same profile, burned-in text check and leak scan as ingest; a log and quarantine list.
+    """
+    from medtune.config import IngestConfig, load_recipe
+
+    key_path = key or default_key_path()
+    if str(out) in ("", "."):
+        raise typer.BadParameter("--out is required", param_hint="--out")
+    if reports is not None:
+        from medtune.deid.pseudonyms import Pseudonymizer, load_or_create_key
+        from medtune.deid.text import deidentify_report_file
+
+        pseudo = Pseudonymizer(load_or_create_key(key_path))
+        summary = deidentify_report_file(
+            reports, out, text_column, id_column, patient_column, pseudo
+        )
+        print(f"reports: {summary.rows} rows, {summary.written} written, "
+              f"{summary.rejected} rejected -> {out}")  # fmt: skip
+        return
+    if source is None:
+        raise typer.BadParameter("give a SOURCE folder or --reports FILE", param_hint="SOURCE")
+    overrides, flags = [], {}
+    for dotted, flag, value in (("workers", "--workers", workers), ("deid.ocr", "--ocr", ocr)):
+        if value is not None:
+            overrides.append(f"{dotted}={value}")
+            flags[dotted] = flag
+    if deid_options is not None:
+        names = [n.strip() for n in deid_options.split(",") if n.strip()]
+        overrides.append(f"deid.options=[{', '.join(names)}]")
+        flags["deid.options"] = "--deid-options"
+    config = load_recipe("ingest/default", overrides, expect=IngestConfig, flags=flags)
+    assert isinstance(config, IngestConfig)
+
+    from medtune.dataset.export import export_deidentified
+
+    def quarantined(item, reason) -> None:  # type: ignore[no-untyped-def]
+        print(f"quarantined {item.relative}: {reason}", file=sys.stderr)
+
+    summary = _with_progress(
+        "deid",
+        lambda progress: export_deidentified(
+            source, out, config, key_path,
+            progress=lambda done, total: progress("files", done, total),
+            on_quarantine=quarantined,
+        ),
+    )  # fmt: skip
+    _print_summary(summary)
+
+
 def default_key_path() -> Path:
     """$MEDTUNE_KEY, else ~/.config/medtune/pseudonym.key: outside any workspace."""
     import os

@@ -69,10 +69,20 @@ def process(item: InputFile, ctx: ItemContext) -> ItemResult:
         )
 
 
-def _process(item: InputFile, ctx: ItemContext) -> ItemResult:
-    from medtune.deid import leak
-    from medtune.deid.header import DeidOptions, collect_identifiers, deidentify
+@dataclass
+class HeaderResult:
+    """What the header stage learnt before removing it (pseudonyms, not values)."""
 
+    known: object  # Identifiers of this file: for the pixel and leak checks, never written
+    patient: str
+    study: str
+    site: str
+    age: int | None
+    deid: dict[str, object]
+
+
+def read_checked(item: InputFile) -> Dataset:
+    """Read ``item``; Quarantine when it is no image or declares an absurd matrix."""
     ds = read_dicom(item.path)
     if "PixelData" not in ds:
         raise Quarantine("read", f"no pixel data ({_sop_class_name(ds)})")
@@ -80,59 +90,77 @@ def _process(item: InputFile, ctx: ItemContext) -> ItemResult:
         pixels.check_declared_size(ds)
     except pixels.PixelError as err:
         raise Quarantine("pixels", str(err)) from None
+    return ds
 
-    # Everything that needs an original value is computed before de-identification.
+
+def deidentify_header(ds: Dataset, item: InputFile, ctx: ItemContext) -> HeaderResult:
+    """Pseudonyms first (they need the original values), then the Annex E profile in place,
+    then the leak scan of what is left (fail closed)."""
+    from medtune.deid import leak
+    from medtune.deid.header import DeidOptions, collect_identifiers, deidentify
+
     known = collect_identifiers(ds)
     patient = ctx.pseudo.patient(str(ds.get("PatientID", "")), str(ds.get("IssuerOfPatientID", "")))
     accession = str(ds.get("AccessionNumber", "") or "")
     study = ctx.pseudo.study(accession or str(ds.get("StudyInstanceUID", "")))
     site = _site(ds, item, ctx)
     age = _age_years(ds)
-
-    deid_record: dict[str, object] = {}
+    record: dict[str, object] = {}
     if ctx.config.deid.enabled:
         options = DeidOptions.parse(ctx.config.deid.options)
-        record = deidentify(ds, ctx.pseudo, options)
-        deid_record = _as_json(record)
+        record = _as_json(deidentify(ds, ctx.pseudo, options))
         hits = leak.scan_dataset(ds, known)
         if hits:
             raise Quarantine("leak_scan", "leak: " + leak.describe(hits) + " left in the header")
+    return HeaderResult(known, patient, study, site, age, record)
 
+
+def clear_pixel_text(
+    ds: Dataset, displays: list[np.ndarray], known: object, ctx: ItemContext
+) -> list[list]:
+    """Boxes of burned-in text blanked in each display frame (Quarantine if not cleared)."""
+    if not (ctx.config.deid.enabled and _needs_ocr(ds, ctx)):
+        return [[] for _ in displays]
+    from medtune.deid.burned_text import blank, clear_burned_text
+
+    found = []
+    for display in displays:
+        seen = display if display.dtype == np.uint8 else (display >> 8).astype(np.uint8)
+        result = clear_burned_text(
+            seen,
+            burned_in_annotation=_text(ds, "BurnedInAnnotation"),
+            manufacturer=_text(ds, "Manufacturer"),
+            model=_text(ds, "ManufacturerModelName"),
+            known=known,  # type: ignore[arg-type]
+        )
+        if not result.cleared:
+            raise Quarantine("burned_text", result.reason or "burned-in text not cleared")
+        if result.boxes:
+            blank(display, result.boxes, 0)
+        found.append(list(result.boxes))
+    return found
+
+
+def _process(item: InputFile, ctx: ItemContext) -> ItemResult:
+    ds = read_checked(item)
+    header = deidentify_header(ds, item, ctx)
+    frame_numbers = pixels.frame_indices(ds, ctx.config.frames)
     try:
-        frames = [pixels.stored_frame(ds, i) for i in pixels.frame_indices(ds, ctx.config.frames)]
-        displays = [pixels.to_display(ds, frame) for frame in frames]
+        displays = [pixels.to_display(ds, pixels.stored_frame(ds, i), ctx.config.dtype)
+                    for i in frame_numbers]  # fmt: skip
     except pixels.PixelError as err:
         raise Quarantine("pixels", str(err)) from None
-
-    burned = False
-    if ctx.config.deid.enabled and _needs_ocr(ds, ctx):
-        from medtune.deid.burned_text import blank, clear_burned_text
-
-        for display in displays:
-            result = clear_burned_text(
-                display,
-                burned_in_annotation=str(ds.get("BurnedInAnnotation", "") or "") or None,
-                manufacturer=str(ds.get("Manufacturer", "") or "") or None,
-                model=str(ds.get("ManufacturerModelName", "") or "") or None,
-                known=known,
-            )
-            if not result.cleared:
-                raise Quarantine("burned_text", result.reason or "burned-in text not cleared")
-            if result.boxes:
-                blank(display, result.boxes, 0)
-                burned = True
+    boxes = clear_pixel_text(ds, displays, header.known, ctx)
+    burned = any(boxes)
 
     rows: list[dict[str, object]] = []
     images: list[np.ndarray] = []
-    frame_numbers = pixels.frame_indices(ds, ctx.config.frames)
     for frame, display in zip(frame_numbers, displays, strict=True):
-        if ctx.config.dtype == "uint16":
-            display = (display.astype(np.uint16) * 257) if display.dtype == np.uint8 else display
         image, geometry = pixels.preprocess(display, ctx.config.size)
         images.append(image)
-        rows.append(_row(ds, item, frame, patient, study, site, age, geometry, burned, ctx))
+        rows.append(_row(ds, item, frame, header, geometry, burned, ctx))
     sop = str(ds.get("SOPInstanceUID", ""))
-    return ItemResult(item.input_id, "ingested", rows=rows, images=images, deid=deid_record,
+    return ItemResult(item.input_id, "ingested", rows=rows, images=images, deid=header.deid,
                       dedup_key=sop or None)  # fmt: skip
 
 
@@ -162,10 +190,7 @@ def _row(
     ds: Dataset,
     item: InputFile,
     frame: int,
-    patient: str,
-    study: str,
-    site: str,
-    age: int | None,
+    header: HeaderResult,
     geometry: pixels.Geometry,
     burned: bool,
     ctx: ItemContext,
@@ -176,11 +201,11 @@ def _row(
         "image_id": "I" + ctx.pseudo.pseudonym("image", f"{sop}/{frame}"),
         "input_id": item.input_id,
         "frame": frame,
-        "patient_id": patient,
-        "study_id": study,
+        "patient_id": header.patient,
+        "study_id": header.study,
         "series_uid": str(ds.get("SeriesInstanceUID", "")),
         "sop_uid": sop,
-        "site": site,
+        "site": header.site,
         "manufacturer": _text(ds, "Manufacturer"),
         "model": _text(ds, "ManufacturerModelName"),
         "modality": _text(ds, "Modality"),
@@ -188,7 +213,7 @@ def _row(
         "view": _text(ds, "ViewPosition"),
         "laterality": _text(ds, "ImageLaterality") or _text(ds, "Laterality"),
         "sex": _text(ds, "PatientSex"),
-        "age": age,
+        "age": header.age,
         "study_date": _date(ds.get("StudyDate")),
         "photometric": _text(ds, "PhotometricInterpretation"),
         "bits_stored": int(ds.get("BitsStored", 0) or 0),

@@ -1,0 +1,220 @@
+"""``medtune deid SOURCE --out DIR``: de-identified DICOM files, for sharing or other tools.
+
+The same header profile, burned-in text check and leak scan as ``medtune ingest``, writing
+DICOM instead of a dataset. Output files are named by pseudonyms only:
+``OUT/<patient>/<study>/<series UID>/<SOP UID>.dcm``. Pixels are rewritten only where text was
+blanked (then stored uncompressed, since the compressed stream no longer matches).
+
+Resumable: ``OUT/deid-log.jsonl`` gets one line per input once its output is safely written
+(the de-identification log: actions and counts, never values); a rerun skips inputs already
+logged. ``OUT/quarantine.csv`` lists the inputs that were not written, with reasons.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+from collections import Counter, deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from multiprocessing.pool import AsyncResult
+from pathlib import Path
+
+import numpy as np
+from pydicom.uid import ExplicitVRLittleEndian
+
+from medtune.config import IngestConfig
+from medtune.dataset.item import (
+    ItemContext,
+    Quarantine,
+    clear_pixel_text,
+    deidentify_header,
+    read_checked,
+)
+from medtune.deid.pseudonyms import Pseudonymizer, load_or_create_key
+from medtune.io import pixels
+from medtune.io.folder import InputFile, list_inputs
+from medtune.workspace import atomic_path, atomic_write_text
+
+LOG = "deid-log.jsonl"
+
+
+@dataclass
+class ExportSummary:
+    inputs: int = 0
+    written: int = 0
+    quarantined: int = 0
+    skipped: int = 0  # done by an earlier run
+    pixels_cleaned: int = 0
+    reasons: Counter[str] = field(default_factory=Counter)
+    tables: dict[str, list[list[object]]] = field(default_factory=dict)
+    lines: list[str] = field(default_factory=list)
+
+
+def export_deidentified(
+    source: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    config: IngestConfig,
+    key_path: str | os.PathLike[str],
+    progress: Callable[[int, int], None] | None = None,
+    on_quarantine: Callable[[InputFile, str], None] | None = None,
+) -> ExportSummary:
+    out_dir = Path(out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    key = load_or_create_key(key_path)
+    inputs = list_inputs(source)
+    log_path = out_dir / LOG
+    done = _logged(log_path)
+    todo = [item for item in inputs if item.input_id not in done]
+    summary = ExportSummary(inputs=len(inputs), skipped=len(inputs) - len(todo))
+    workers = config.workers or os.cpu_count() or 1
+    context = multiprocessing.get_context("spawn")
+    with open(log_path, "a", encoding="utf-8") as log:
+        results = _results(todo, config, key, Path(source), out_dir, workers, context)
+        for count, (item, entry) in enumerate(zip(todo, results, strict=True), 1):
+            if entry["status"] == "written":
+                summary.written += 1
+                summary.pixels_cleaned += bool(entry.get("pixels_cleaned"))
+            else:
+                summary.quarantined += 1
+                summary.reasons[str(entry["reason"]).split(" (", 1)[0]] += 1
+                if on_quarantine:
+                    on_quarantine(item, str(entry["reason"]))
+            log.write(json.dumps(entry, sort_keys=True) + "\n")
+            log.flush()
+            if progress:
+                progress(summary.skipped + count, len(inputs))
+    _write_quarantine(out_dir, log_path)
+    _summarise(summary, log_path)
+    return summary
+
+
+# ---------------------------------------------------------------------------------------------
+
+_STATE: dict[str, object] = {}
+
+
+def _init(config: IngestConfig, key: bytes, root: Path, out: Path) -> None:
+    import cv2
+
+    cv2.setNumThreads(1)
+    _STATE.update(ctx=ItemContext(config, Pseudonymizer(key), root), out=out)
+
+
+def _one(item: InputFile) -> dict[str, object]:
+    ctx: ItemContext = _STATE["ctx"]  # type: ignore[assignment]
+    out: Path = _STATE["out"]  # type: ignore[assignment]
+    entry: dict[str, object] = {"input_id": item.input_id}
+    try:
+        entry.update(_export_one(item, ctx, out))
+        entry["status"] = "written"
+    except Quarantine as stop:
+        entry.update(status="quarantined", stage=stop.stage, reason=stop.reason)
+    except Exception as err:
+        entry.update(
+            status="quarantined", stage="internal", reason=f"unexpected {type(err).__name__}"
+        )
+    return entry
+
+
+def _export_one(item: InputFile, ctx: ItemContext, out: Path) -> dict[str, object]:
+    ds = read_checked(item)
+    header = deidentify_header(ds, item, ctx)
+    cleaned = False
+    if ctx.config.deid.enabled:
+        frames_all = pixels.frame_indices(ds, "all")
+        try:
+            stored = [pixels.stored_frame(ds, i) for i in frames_all]
+            displays = [pixels.to_display(ds, frame) for frame in stored]
+        except pixels.PixelError as err:
+            raise Quarantine("pixels", str(err)) from None
+        boxes = clear_pixel_text(ds, displays, header.known, ctx)
+        if any(boxes):
+            from medtune.deid.burned_text import blank
+
+            dark = _darkest_stored_value(ds)
+            for frame, frame_boxes in zip(stored, boxes, strict=True):
+                if frame_boxes:
+                    blank(frame, frame_boxes, dark)
+            array = np.stack(stored) if len(stored) > 1 else stored[0]
+            ds.PixelData = array.astype(array.dtype.newbyteorder("<")).tobytes()
+            ds["PixelData"].VR = "OW" if array.dtype.itemsize > 1 else "OB"
+            ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+            ds.BurnedInAnnotation = "NO"
+            cleaned = True
+    sop = str(ds.get("SOPInstanceUID", "")) or item.input_id
+    series = str(ds.get("SeriesInstanceUID", "")) or "series"
+    target = out / header.patient / header.study / _safe(series) / f"{_safe(sop)}.dcm"
+    with atomic_path(target, durable=False) as tmp:
+        ds.save_as(tmp, enforce_file_format=True)
+    return {"file": target.relative_to(out).as_posix(), "deid": header.deid,
+            "pixels_cleaned": cleaned}  # fmt: skip
+
+
+def _darkest_stored_value(ds: object) -> int:
+    bits = int(getattr(ds, "BitsStored", 16) or 16)
+    signed = int(getattr(ds, "PixelRepresentation", 0) or 0) == 1
+    monochrome1 = str(getattr(ds, "PhotometricInterpretation", "")).strip() == "MONOCHROME1"
+    low, high = (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if signed else (0, (1 << bits) - 1)
+    return high if monochrome1 else low
+
+
+def _safe(uid: str) -> str:
+    # UIDs are digits and dots; anything else (a malformed file) must not shape a path.
+    return "".join(c for c in uid if c.isdigit() or c == ".")[:64] or "x"
+
+
+def _results(todo, config, key, root, out, workers, context):  # type: ignore[no-untyped-def]
+    if workers == 1 or len(todo) < 4:
+        _init(config, key, root, out)
+        yield from map(_one, todo)
+        return
+    with context.Pool(workers, _init, (config, key, root, out)) as pool:
+        window: deque[AsyncResult[dict[str, object]]] = deque()
+        for item in todo:
+            window.append(pool.apply_async(_one, (item,)))
+            if len(window) >= workers * 4:
+                yield window.popleft().get()
+        while window:
+            yield window.popleft().get()
+
+
+def _logged(log_path: Path) -> set[str]:
+    done: set[str] = set()
+    if not log_path.exists():
+        return done
+    with open(log_path, encoding="utf-8") as fh:
+        for line in fh:
+            try:
+                done.add(json.loads(line)["input_id"])
+            except (ValueError, KeyError):
+                continue  # a line cut by a kill: that input is redone
+    return done
+
+
+def _write_quarantine(out: Path, log_path: Path) -> None:
+    lines = ["input_id,stage,reason"]
+    with open(log_path, encoding="utf-8") as fh:
+        for line in fh:
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                continue
+            if entry.get("status") == "quarantined":
+                reason = str(entry.get("reason", "")).replace('"', "'")
+                lines.append(f'{entry["input_id"]},{entry.get("stage", "")},"{reason}"')
+    atomic_write_text(out / "quarantine.csv", "\n".join(lines) + "\n")
+
+
+def _summarise(summary: ExportSummary, log_path: Path) -> None:
+    summary.tables["files"] = [
+        ["inputs", "written", "quarantined", "earlier run", "pixels cleaned"],
+        [summary.inputs, summary.written, summary.quarantined, summary.skipped,
+         summary.pixels_cleaned],
+    ]  # fmt: skip
+    if summary.reasons:
+        summary.tables["quarantined, by reason"] = [["reason", "files"]] + [
+            [r, n] for r, n in summary.reasons.most_common()
+        ]
+    summary.lines.append(f"log: {log_path}")
