@@ -290,8 +290,8 @@ def _sop_class_name(ds: Dataset) -> str:
 
 
 def _as_json(record: object) -> dict[str, object]:
-    if hasattr(record, "to_json"):
-        return json.loads(record.to_json())  # type: ignore[no-any-return]
+    if hasattr(record, "to_dict"):
+        return json.loads(json.dumps(record.to_dict(), default=str))  # type: ignore[no-any-return]
     if hasattr(record, "__dataclass_fields__"):
         from dataclasses import asdict
 
