@@ -19,6 +19,7 @@ from pydicom.dataset import Dataset
 from medtune.deid.identifiers import Identifiers
 
 MIN_LENGTH = 4  # shorter values (sex "M", "ANON", a 3-digit id) match too much by chance
+MIN_DIGITS = 6  # a number alone ("1000", an exposure index) is no identifier below this
 _NON_ALNUM = re.compile(r"[^0-9a-z]+")
 
 
@@ -93,7 +94,7 @@ def _name_forms(value: str) -> set[str]:
 
 def _useful(norm: str) -> bool:
     squashed = norm.replace(" ", "")
-    return len(squashed) >= MIN_LENGTH
+    return len(squashed) >= (MIN_DIGITS if squashed.isdigit() else MIN_LENGTH)
 
 
 def scan_dataset(ds: Dataset, known: Identifiers | Needles) -> list[Hit]:
@@ -120,6 +121,8 @@ def scan_dataset(ds: Dataset, known: Identifiers | Needles) -> list[Hit]:
                 "UN",
             ):
                 continue  # pixel and binary data: the OCR check looks at pixels
+            if element.VR == "UI":
+                continue  # UIDs are replaced wholesale (Annex E "U"); their digits match by chance
             for kind in needles.find(_element_text(element.value)):
                 where = f"({element.tag.group:04X},{element.tag.element:04X})"
                 hits.append(Hit(kind, ("private " if element.tag.is_private else "") + where))
