@@ -174,10 +174,12 @@ def test_bad_inputs_are_quarantined_and_the_batch_goes_on(
         assert fragment in messages[name], (name, messages.get(name))
     assert "truncated.dcm" in messages and "unknown-syntax.dcm" in messages
     assert summary.ingested == 14 - 1 - len(messages)
-    assert all("\n" not in m and len(m) < 200 for m in messages.values())
+    long = [m for m in messages.values() if "\n" in m or len(m) >= 200]
+    assert not long, long
     # Nothing was written outside the workspace by the path-shaped identifiers.
     assert not Path("/tmp/evil").exists()
-    assert all(str(p.resolve()).startswith(str(ws.resolve())) for p in ws.rglob("*"))
+    outside = [p for p in ws.rglob("*") if not p.resolve().is_relative_to(ws.resolve())]
+    assert not outside, outside
 
 
 def test_pydicom_test_files_ingest_or_are_quarantined_with_a_reason(tmp_path: Path) -> None:
@@ -191,7 +193,7 @@ def test_pydicom_test_files_ingest_or_are_quarantined_with_a_reason(tmp_path: Pa
         reasons[item.relative] = reason
 
     summary = ingest(source, tmp_path / "ws", config, tmp_path / "key", on_quarantine=note)
-    assert summary.accounted and summary.inputs >= 70
+    assert summary.accounted and summary.inputs >= 60
     assert summary.ingested >= summary.inputs // 2
     assert all(reason for reason in reasons.values())
     assert "internal" not in " ".join(f for f in summary.reasons), summary.reasons

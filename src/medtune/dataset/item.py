@@ -9,6 +9,7 @@ header") with the exception type, never with a value from the file.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -108,8 +109,12 @@ def deidentify_header(ds: Dataset, item: InputFile, ctx: ItemContext) -> HeaderR
     record: dict[str, object] = {}
     if ctx.config.deid.enabled:
         options = DeidOptions.parse(ctx.config.deid.options)
+        actions = _actions(options)
+        kept = {
+            e.tag: e.value for e in ds if not e.tag.is_private and actions.get(e.tag, "K") == "K"
+        }
         record = _as_json(deidentify(ds, ctx.pseudo, options))
-        hits = leak.scan_dataset(ds, known)
+        hits = leak.scan_dataset(ds, known, kept)
         if hits:
             raise Quarantine("leak_scan", "leak: " + leak.describe(hits) + " left in the header")
     return HeaderResult(known, patient, study, site, age, record)
@@ -162,6 +167,13 @@ def _process(item: InputFile, ctx: ItemContext) -> ItemResult:
     sop = str(ds.get("SOPInstanceUID", ""))
     return ItemResult(item.input_id, "ingested", rows=rows, images=images, deid=header.deid,
                       dedup_key=sop or None)  # fmt: skip
+
+
+@functools.cache
+def _actions(options: object) -> dict[int, str]:
+    from medtune.deid.header import resolved_actions
+
+    return resolved_actions(options)  # type: ignore[arg-type]
 
 
 def read_dicom(path: Path) -> Dataset:

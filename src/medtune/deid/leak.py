@@ -14,6 +14,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 
 from medtune.deid.identifiers import Identifiers
@@ -29,6 +30,9 @@ class Hit:
     where: str  # "(0010,0010)", "private (0019,1021)", "report text", "catalog column site"
 
 
+_SQUASHED = ("dates", "ids", "contacts")  # matched with separators removed: 2020-01-02 = 20200102
+
+
 @dataclass(frozen=True)
 class Needles:
     """Normalised forms of the identifiers, ready to match."""
@@ -37,11 +41,12 @@ class Needles:
 
     @classmethod
     def of(cls, known: Identifiers) -> Needles:
-        by_kind: dict[str, set[str]] = {
-            k: set() for k in ("names", "ids", "dates", "places", "contacts")
-        }
+        kinds = ("names", "name_parts", "ids", "dates", "places", "contacts")
+        by_kind: dict[str, set[str]] = {k: set() for k in kinds}
         for value in known.names:
-            by_kind["names"].update(_name_forms(value))
+            whole, parts = _name_forms(value)
+            by_kind["names"].update(whole)
+            by_kind["name_parts"].update(parts)
         for kind in ("ids", "places", "contacts"):
             for value in getattr(known, kind):
                 norm = normalise(value)
@@ -51,22 +56,27 @@ class Needles:
             by_kind["dates"].update(date_forms(day))
         return cls({k: frozenset(v) for k, v in by_kind.items()})
 
-    def find(self, text: str) -> list[str]:
-        """Kinds of identifier found in ``text`` (each kind once)."""
+    def find(self, text: str, coded: bool = False) -> list[str]:
+        """Kinds of identifier found in ``text``, each once. ``coded``: a code string (VR CS,
+        defined terms such as PERFUSION), where one part of a name is no evidence."""
         if not text:
             return []
         norm = normalise(text)
-        squashed = norm.replace(" ", "")
-        kinds = []
+        spaced, squashed = f" {norm} ", norm.replace(" ", "")
+        kinds: list[str] = []
         for kind, values in self.by_kind.items():
+            if kind == "name_parts" and coded:
+                continue
+            found = kind if kind != "name_parts" else "names"
+            if found in kinds:
+                continue
             for value in values:
-                # Dates and ids are matched with separators removed ("2020-01-02" = "20200102").
-                haystack = squashed if kind in ("dates", "ids", "contacts") else f" {norm} "
-                needle = (
-                    value.replace(" ", "") if kind in ("dates", "ids", "contacts") else f" {value} "
-                )
-                if needle.strip() and needle in haystack:
-                    kinds.append(kind)
+                if kind in _SQUASHED:
+                    hit = value.replace(" ", "") in squashed
+                else:
+                    hit = f" {value} " in spaced
+                if hit:
+                    kinds.append(found)
                     break
         return kinds
 
@@ -82,14 +92,12 @@ def date_forms(day: dt.date) -> set[str]:
     return {f"{y}{m}{d}", f"{y} {m} {d}", f"{d} {m} {y}", f"{m} {d} {y}"}
 
 
-def _name_forms(value: str) -> set[str]:
-    """The whole name and each component long enough to be specific (DICOM PN has ^ parts)."""
+def _name_forms(value: str) -> tuple[set[str], set[str]]:
+    """The whole name, and each component long enough to be specific (PN has ^ parts)."""
     norm = normalise(value)
-    forms = {norm} if _useful(norm) else set()
-    for part in norm.split(" "):
-        if len(part) >= MIN_LENGTH and not part.isdigit():
-            forms.add(part)
-    return forms
+    whole = {norm} if _useful(norm) else set()
+    parts = {p for p in norm.split(" ") if len(p) >= MIN_LENGTH and not p.isdigit()}
+    return whole, parts - whole
 
 
 def _useful(norm: str) -> bool:
@@ -97,36 +105,52 @@ def _useful(norm: str) -> bool:
     return len(squashed) >= (MIN_DIGITS if squashed.isdigit() else MIN_LENGTH)
 
 
-def scan_dataset(ds: Dataset, known: Identifiers | Needles) -> list[Hit]:
-    """Every element of ``ds`` (file meta, private, nested sequences) that holds an identifier."""
+# Written by the de-identifier itself (method and option names): not from the input.
+_OWN_TAGS = frozenset({0x00120062, 0x00120063, 0x00120064})
+
+
+def scan_dataset(
+    ds: Dataset, known: Identifiers | Needles, kept: dict[int, object] | None = None
+) -> list[Hit]:
+    """Every element of ``ds`` (file meta, private, nested sequences) that holds an identifier.
+
+    ``kept``: top-level tags the profile keeps by design (action K, or not in Annex E), with
+    their original values. Such an element, unchanged, is not a leak even if its value equals
+    an identifier elsewhere (a manufacturer that is also the institution's name); any other
+    element is scanned, so a value the profile should have removed is always caught.
+    """
     needles = known if isinstance(known, Needles) else Needles.of(known)
+    kept = kept or {}
     hits: list[Hit] = []
-    datasets: list[Dataset] = [ds]
+    for element in ds:
+        if element.tag in _OWN_TAGS:
+            continue
+        if element.tag in kept and element.value == kept[element.tag] and element.VR != "SQ":
+            continue
+        hits.extend(_scan_element(element, needles))
     meta = getattr(ds, "file_meta", None)
-    if meta is not None:
-        datasets.append(meta)
-    while datasets:
-        current = datasets.pop()
-        for element in current:
-            if element.VR == "SQ":
-                datasets.extend(element.value)
-                continue
-            if element.tag == 0x7FE00010 or element.VR in (
-                "OB",
-                "OW",
-                "OF",
-                "OD",
-                "OL",
-                "OV",
-                "UN",
-            ):
-                continue  # pixel and binary data: the OCR check looks at pixels
-            if element.VR == "UI":
-                continue  # UIDs are replaced wholesale (Annex E "U"); their digits match by chance
-            for kind in needles.find(_element_text(element.value)):
-                where = f"({element.tag.group:04X},{element.tag.element:04X})"
-                hits.append(Hit(kind, ("private " if element.tag.is_private else "") + where))
+    for element in meta or ():
+        hits.extend(_scan_element(element, needles))
     return hits
+
+
+_BINARY_VRS = frozenset({"OB", "OW", "OF", "OD", "OL", "OV"})
+
+
+def _scan_element(element: DataElement, needles: Needles) -> list[Hit]:
+    """Hits in one element, recursing into sequence items."""
+    if element.VR == "SQ":
+        return [hit for item in element.value for child in item
+                for hit in _scan_element(child, needles)]  # fmt: skip
+    if element.tag == 0x7FE00010 or element.VR in _BINARY_VRS:
+        return []  # pixel and binary data: the OCR check looks at pixels
+    if element.VR == "UI":
+        return []  # UIDs are replaced wholesale (Annex E "U"); their digits match by chance
+    # UN (unknown VR) is scanned as text: vendors hide names in it.
+    where = f"({element.tag.group:04X},{element.tag.element:04X})"
+    where = ("private " if element.tag.is_private else "") + where
+    text = _element_text(element.value)
+    return [Hit(kind, where) for kind in needles.find(text, coded=element.VR == "CS")]
 
 
 def scan_texts(texts: Iterable[tuple[str, str]], known: Identifiers | Needles) -> list[Hit]:

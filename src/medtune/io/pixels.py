@@ -223,20 +223,20 @@ def _voi_output_range(ds: Dataset) -> tuple[float, float]:
 
 def _to_gray(ds: Dataset, stored: np.ndarray) -> np.ndarray:
     """Colour (ultrasound, secondary capture, palette) to luminance, in the stored value range."""
-    from pydicom.pixels import apply_color_lut, convert_color_space
+    from pydicom.pixels import apply_color_lut
 
-    photometric = str(ds.get("PhotometricInterpretation", "RGB")).strip()
+    # pydicom 3's decoders already return RGB for YBR_FULL(_422) (as_rgb) and the JPEG 2000
+    # colour transforms (YBR_ICT/RCT): only a palette still needs its lookup.
+    photometric = _photometric(ds)
     try:
-        if photometric == "PALETTE COLOR":
-            rgb = apply_color_lut(stored, ds)
-        elif photometric.startswith("YBR"):
-            rgb = convert_color_space(stored, photometric, "RGB")
-        else:
-            rgb = stored
+        rgb = apply_color_lut(stored, ds) if photometric == "PALETTE COLOR" else stored
     except Exception as err:
         raise PixelError(f"cannot convert {photometric} to grey ({_short(err)})") from err
-    gray = rgb[..., :3].astype(np.float64) @ np.array([0.299, 0.587, 0.114])
-    return np.rint(gray).astype(np.uint16 if rgb.dtype.itemsize > 1 else np.uint8)
+    if rgb.ndim == 2:
+        return rgb
+    gray = np.nan_to_num(rgb[..., :3].astype(np.float64)) @ np.array([0.299, 0.587, 0.114])
+    top = 65535 if rgb.dtype.itemsize > 1 else 255
+    return np.clip(np.rint(gray), 0, top).astype(np.uint16 if top > 255 else np.uint8)
 
 
 def _photometric(ds: Dataset) -> str:
@@ -244,5 +244,8 @@ def _photometric(ds: Dataset) -> str:
 
 
 def _short(err: BaseException) -> str:
+    """The first clause of a decoder's message, at most 100 characters, on one line."""
     text = " ".join(str(err).split())
-    return text[:160] + ("..." if len(text) > 160 else "")
+    for stop in (" - ", ". ", "; "):
+        text = text.split(stop, 1)[0]
+    return text[:100] + ("..." if len(text) > 100 else "")
