@@ -57,3 +57,10 @@ def test_dataset_scan_walks_sequences_and_private_tags_and_names_only_the_tag() 
     described = leak.describe(hits)
     assert described == "ids x1, names x1"
     assert "doe" not in described.lower() and "0012345" not in described
+
+
+def test_word_lookup_agrees_with_search_on_word_bounded_values() -> None:
+    needles = leak.Needles.of(_known())
+    for text in ("Doe, John", "ref mrn0012345.", "born 14.03.1950", "DOB 1950-03-14",
+                 "ST. ELSEWHERE GENERAL HOSPITAL", "call +1 555 010 4477", "No effusion."):  # fmt: skip
+        assert needles.find_words(text) == needles.find(text), text
