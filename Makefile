@@ -27,4 +27,4 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_ingest.py
 
 clean:
-	rm -rf $(VENV) medtune-demo .pytest_cache .ruff_cache
+	rm -rf $(VENV) medtune-demo medtune-demo.key .pytest_cache .ruff_cache

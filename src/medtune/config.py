@@ -197,7 +197,12 @@ class DemoConfig(Recipe):
 
     kind: Literal["demo"] = "demo"
     workspace: Path = Path("medtune-demo")
+    key: Path = Field(
+        Path("medtune-demo.key"),
+        description="pseudonym key; outside the workspace, as a real user would keep it",
+    )
     synth: SynthConfig = Field(default_factory=lambda: SynthConfig(patients=120, sites=5, size=512))
+    ingest: IngestConfig = Field(default_factory=IngestConfig)
 
 
 # Registry of recipe kinds: adding a recipe type is one model and one line here.
