@@ -1,4 +1,4 @@
-"""The leak scan finds identifiers in any spelling, anywhere in a dataset, and reports kinds only."""
+"""The leak scan finds identifiers in any spelling, anywhere in a dataset; it reports kinds."""
 
 from __future__ import annotations
 
@@ -61,6 +61,7 @@ def test_dataset_scan_walks_sequences_and_private_tags_and_names_only_the_tag() 
 
 def test_word_lookup_agrees_with_search_on_word_bounded_values() -> None:
     needles = leak.Needles.of(_known())
-    for text in ("Doe, John", "ref mrn0012345.", "born 14.03.1950", "DOB 1950-03-14",
-                 "ST. ELSEWHERE GENERAL HOSPITAL", "call +1 555 010 4477", "No effusion."):  # fmt: skip
+    texts = ("Doe, John", "ref mrn0012345.", "born 14.03.1950", "DOB 1950-03-14",
+             "ST. ELSEWHERE GENERAL HOSPITAL", "call +1 555 010 4477", "No effusion.")  # fmt: skip
+    for text in texts:
         assert needles.find_words(text) == needles.find(text), text

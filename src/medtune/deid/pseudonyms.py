@@ -15,6 +15,7 @@ import hmac
 import os
 import secrets
 import stat
+import tempfile
 from pathlib import Path
 
 from medtune.errors import MedtuneError
@@ -31,15 +32,21 @@ def load_or_create_key(path: str | os.PathLike[str]) -> bytes:
     if not key_path.exists():
         key_path.parent.mkdir(parents=True, exist_ok=True)
         key = secrets.token_bytes(KEY_BYTES)
+        # Written whole to a temporary file (0600), then linked into place: a shard starting at
+        # the same moment sees no key or the whole key, never an empty file; O_EXCL semantics
+        # come from link(), which fails if another process got there first.
+        fd, tmp = tempfile.mkstemp(dir=key_path.parent, prefix=".medtune-key-")
         try:
-            # O_EXCL: two shards starting at once must not each write a different key.
-            fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            return load_or_create_key(key_path)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(key.hex().encode("ascii") + b"\n")
-            fh.flush()
-            os.fsync(fh.fileno())
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(key.hex().encode("ascii") + b"\n")
+                fh.flush()
+                os.fsync(fh.fileno())
+            try:
+                os.link(tmp, key_path)
+            except FileExistsError:
+                return load_or_create_key(key_path)
+        finally:
+            os.unlink(tmp)
         return key
     try:
         mode = key_path.stat().st_mode
