@@ -163,7 +163,7 @@ def check_outcome(action: str, tag: int, vr: str, before: object, out: Dataset,
     if action == "Z":
         return None if _empty(after) else f"not empty: {after!r}"
     if action == "P":
-        return None if after == pseudo.pseudonym("patient", PATIENT_ID) else "not the pseudonym"
+        return None if after == pseudo.patient(PATIENT_ID) else "not the pseudonym"
     if vr == "SQ":  # K, C, U on a sequence: the profile applied to its items; D: text dummied
         code = after[0].CodeValue if len(after) == 1 else None
         if code != ("ANONYMOUS" if action == "D" else "T-D3000"):
@@ -187,7 +187,7 @@ def check_outcome(action: str, tag: int, vr: str, before: object, out: Dataset,
 def _check_clean(
     tag: int, vr: str, before: object, after: object, pseudo: Pseudonymizer
 ) -> str | None:
-    shift = dt.timedelta(days=pseudo.date_shift_days(PATIENT_ID))
+    shift = dt.timedelta(days=pseudo.date_shift_days(pseudo.patient(PATIENT_ID)))
     if vr == "DA":
         expected = (dt.datetime.strptime(str(before), "%Y%m%d") + shift).strftime("%Y%m%d")
         return None if after == expected else f"date not shifted: {after!r}"
@@ -283,7 +283,7 @@ def test_unlisted_dates_names_overlays_curves_and_unknown_tags() -> None:
     assert not gone & set(ds.keys())
     assert 0x00091234 not in ds and 0x0008FF00 not in ds
     deidentify(shifted, Pseudonymizer(KEY), MEDTUNE_DEFAULT)
-    days = Pseudonymizer(KEY).date_shift_days(PATIENT_ID)
+    days = Pseudonymizer(KEY).date_shift_days(Pseudonymizer(KEY).patient(PATIENT_ID))
     moved = dt.date(2019, 1, 1) + dt.timedelta(days=days)
     assert shifted[0x0008041F].value == moved.strftime("%Y%m%d") + "120000"
     assert 0x00140104 not in shifted
@@ -322,8 +322,8 @@ def test_sequences_two_levels_deep() -> None:
         inner = middle.ReferencedSeriesSequence[0]
         assert inner.ReferencedSOPClassUID == DX  # structural UIDs stay
         assert inner.ReferencedSOPInstanceUID == pseudo.uid(REF_UID)
-        assert inner.PatientName == pseudo.pseudonym("patient", PATIENT_ID)  # at any depth
-        shift = dt.timedelta(days=pseudo.date_shift_days(PATIENT_ID))
+        assert inner.PatientName == pseudo.patient(PATIENT_ID)  # at any depth
+        shift = dt.timedelta(days=pseudo.date_shift_days(pseudo.patient(PATIENT_ID)))
         assert inner.ObservationDateTime == (dt.datetime(2020, 3, 4) + shift).strftime(
             "%Y%m%d101500"
         )

@@ -98,10 +98,15 @@ def deidentify_header(ds: Dataset, item: InputFile, ctx: ItemContext) -> HeaderR
     """Pseudonyms first (they need the original values), then the Annex E profile in place,
     then the leak scan of what is left (fail closed)."""
     from medtune.deid import leak
-    from medtune.deid.header import DeidOptions, collect_identifiers, deidentify
+    from medtune.deid.header import (
+        DeidOptions,
+        collect_identifiers,
+        deidentify,
+        patient_pseudonym,
+    )
 
     known = collect_identifiers(ds)
-    patient = ctx.pseudo.patient(str(ds.get("PatientID", "")), str(ds.get("IssuerOfPatientID", "")))
+    patient = patient_pseudonym(ds, ctx.pseudo)
     accession = str(ds.get("AccessionNumber", "") or "")
     study = ctx.pseudo.study(accession or str(ds.get("StudyInstanceUID", "")))
     site = _site(ds, item, ctx)

@@ -322,6 +322,15 @@ def patient_key(ds: Dataset) -> str:
     return f"{issuer}|{pid}" if issuer else pid
 
 
+def patient_pseudonym(ds: Dataset, pseudo: Pseudonymizer) -> str:
+    """The patient's pseudonym (see :meth:`Pseudonymizer.patient`); every stage keys the
+    patient's date shift on it, so images and reports shift alike without the original ID."""
+    pid = str(ds.get("PatientID", "") or "").strip()
+    if not pid:
+        return pseudo.patient(f"study:{ds.get('StudyInstanceUID', '')}")
+    return pseudo.patient(pid, str(ds.get("IssuerOfPatientID", "") or "").strip())
+
+
 def deidentify(
     ds: Dataset,
     pseudo: Pseudonymizer,
@@ -338,11 +347,11 @@ def deidentify(
     >>> record = deidentify(ds, Pseudonymizer(key), MEDTUNE_DEFAULT)
     >>> json.dumps(record.to_dict())  # counts, pseudonym and shift only
     """
-    key = patient_key(ds)
+    patient = patient_pseudonym(ds, pseudo)
     walk = _Walk(
         pseudo, options, _shipped_safe_private() if safe_private is None else safe_private,
-        resolved_actions(options, "nested"), pseudo.pseudonym("patient", key),
-        pseudo.date_shift_days(key) if options.retain_long_modified_dates else None,
+        resolved_actions(options, "nested"), patient,
+        pseudo.date_shift_days(patient) if options.retain_long_modified_dates else None,
     )  # fmt: skip
     _plan(ds, resolved_actions(options, iod_family(ds)), walk)
     if walk.cleans_text:  # scrub with the values this file held before anything changed
