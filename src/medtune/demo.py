@@ -30,7 +30,7 @@ def run_demo(config: DemoConfig, progress: Progress | None = None) -> Summary:
 
     ingested = ingest_with_reports(
         cohort_dir / "dicom", workspace.root, config.ingest, config.key,
-        [cohort_dir / "ris"], progress=files,
+        [cohort_dir / "reports"], progress=files,
     )  # fmt: skip
     workspace.save_config(dump_yaml(config))
     hits = check_workspace(

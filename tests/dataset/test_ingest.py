@@ -43,7 +43,7 @@ def _needles(values: set[str]) -> leak.Needles:
 def ingested(synth_cohort: Path, tmp_path_factory: pytest.TempPathFactory):
     ws = tmp_path_factory.mktemp("ws") / "ws"
     key = tmp_path_factory.mktemp("key") / "key"
-    summary = ingest_with_reports(synth_cohort / "dicom", ws, CONFIG, key, [synth_cohort / "ris"])
+    summary = ingest_with_reports(synth_cohort / "dicom", ws, CONFIG, key, [synth_cohort / "reports"])
     return ws, key, summary
 
 
