@@ -368,8 +368,10 @@ def ingest_reports(
                 summary.rejected += 1
                 continue
             study = pseudo.study(record.id)
-            patient = (
-                pseudo.patient(record.patient) if record.patient else patients_of_study.get(study)
+            # The images' patient first: their pseudonym includes the Issuer of Patient ID,
+            # which RIS exports rarely carry; so a report shifts exactly as its images do.
+            patient = patients_of_study.get(study) or (
+                pseudo.patient(record.patient) if record.patient else None
             )
             text = record.text
             if deid:
