@@ -292,11 +292,23 @@ def _needs_ocr(ds: Dataset, ctx: ItemContext) -> bool:
         return False
     if mode == "all":
         return True
-    from medtune.deid.burned_text import has_known_regions
-
     flagged = str(ds.get("BurnedInAnnotation", "") or "").strip().upper() == "YES"
-    return flagged or has_known_regions(
+    return flagged or _has_known_regions(
         _text(ds, "Manufacturer"), _text(ds, "ManufacturerModelName")
+    )
+
+
+@functools.cache
+def _has_known_regions(manufacturer: str | None, model: str | None) -> bool:
+    """Whether this device is known to burn text in (deid/data/text_regions.yaml)."""
+    import fnmatch
+
+    from medtune.deid.burned_text import text_regions
+
+    return any(
+        fnmatch.fnmatch((manufacturer or "").lower(), region.manufacturer.lower())
+        and fnmatch.fnmatch((model or "").lower(), region.model.lower())
+        for region in text_regions()
     )
 
 
