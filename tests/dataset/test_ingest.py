@@ -18,32 +18,22 @@ import pytest
 
 from medtune.config import IngestConfig
 from medtune.dataset.ingest import ShardSpec, ingest, ingest_with_reports
+from medtune.dataset.leakcheck import check_workspace, identifiers_from_phi_manifest
 from medtune.deid import leak
-from medtune.deid.identifiers import Identifiers
+from medtune.workspace import Workspace
 
 pytestmark = pytest.mark.integration
 
 CONFIG = IngestConfig(size=64, workers=1, shard_images=16)
 
 
-def _phi_values(cohort: Path) -> set[str]:
-    table = pq.read_table(cohort / "truth" / "phi.parquet", columns=["value", "kind"])
-    return {v for v, k in zip(table.column("value").to_pylist(), table.column("kind").to_pylist(),
-                              strict=True) if v and len(str(v)) >= 4 and k != "uid"}  # fmt: skip
-
-
-def _needles(values: set[str]) -> leak.Needles:
-    known = Identifiers()
-    for value in values:
-        known.add("ids", value)
-    return leak.Needles.of(known)
-
-
 @pytest.fixture(scope="module")
 def ingested(synth_cohort: Path, tmp_path_factory: pytest.TempPathFactory):
     ws = tmp_path_factory.mktemp("ws") / "ws"
     key = tmp_path_factory.mktemp("key") / "key"
-    summary = ingest_with_reports(synth_cohort / "dicom", ws, CONFIG, key, [synth_cohort / "reports"])
+    summary = ingest_with_reports(
+        synth_cohort / "dicom", ws, CONFIG, key, [synth_cohort / "reports"]
+    )
     return ws, key, summary
 
 
@@ -76,15 +66,11 @@ def test_catalog_and_shards_agree(ingested) -> None:
 
 def test_no_identifier_in_catalog_or_reports(ingested, synth_cohort: Path) -> None:
     ws, _, _ = ingested
-    needles = _needles(_phi_values(synth_cohort))
-    catalog = pq.read_table(ws / "dataset" / "catalog.parquet")
-    texts = [(f"catalog {name}", str(v)) for name in catalog.column_names
-             for v in catalog.column(name).to_pylist() if isinstance(v, str)]  # fmt: skip
     reports = pq.read_table(ws / "dataset" / "reports.parquet").to_pylist()
     assert reports and all(r["text"] for r in reports)
-    texts += [("report", r["text"]) for r in reports]
-    hits = leak.scan_texts(texts, needles)
-    assert not hits, leak.describe(hits)
+    known = identifiers_from_phi_manifest(synth_cohort / "truth" / "phi.parquet")
+    hits = check_workspace(Workspace(ws), known)
+    assert not hits, leak.describe(hits) + " in " + ", ".join(sorted({h.where for h in hits}))
 
 
 def test_reports_join_their_studies(ingested) -> None:

@@ -22,13 +22,18 @@ from medtune.workspace import Workspace
 _NOT_CHECKED = frozenset({"uid", "time", "age", "age_over_89", "zip"})
 
 
+# Department names ("Radiology Department") leave the header under Annex E, but they name no
+# one and reports use the same words.
+_GENERIC_FIELDS = frozenset({"InstitutionalDepartmentName"})
+
+
 def identifiers_from_phi_manifest(path: str | Path) -> Identifiers:
     """A synthetic cohort's injected identifiers (truth/phi.parquet), UIDs excluded."""
     known = Identifiers()
-    table = pq.read_table(path, columns=["value", "kind"])
-    for value, kind in zip(table.column("value").to_pylist(), table.column("kind").to_pylist(),
-                           strict=True):  # fmt: skip
-        if not value or kind in _NOT_CHECKED:
+    table = pq.read_table(path, columns=["value", "kind", "field"])
+    columns = (table.column(name).to_pylist() for name in ("value", "kind", "field"))
+    for value, kind, where in zip(*columns, strict=True):
+        if not value or kind in _NOT_CHECKED or where in _GENERIC_FIELDS:
             continue
         if "name" in kind:
             known.add("names", value)
