@@ -30,6 +30,15 @@ config_app = typer.Typer(
 )
 app.add_typer(config_app, name="config")
 
+
+def _add_pacs_commands() -> None:
+    from medtune.cli_pacs import pacs_app  # typer only: keeps --help fast
+
+    app.add_typer(pacs_app, name="pacs")
+
+
+_add_pacs_commands()
+
 SetOption = Annotated[
     list[str] | None,
     typer.Option("--set", help="Override a recipe value: --set synth.patients=20 (repeatable)."),
@@ -155,8 +164,24 @@ def config_list() -> None:
 
 @app.command()
 def ingest(
-    source: Annotated[str, typer.Argument(help="Folder of DICOM files (any layout).")],
+    source: Annotated[
+        str,
+        typer.Argument(
+            help="Folder of DICOM files (any layout), or a PACS: dicomweb+http://host:port/"
+            "dicom-web or dimse://AET@host:port?method=get|move."
+        ),
+    ],
     workspace: Annotated[Path, typer.Option("--workspace", "-w", help="Workspace directory.")],
+    staging: Annotated[
+        Path | None,
+        typer.Option(help="PACS sources: where retrieved files wait (resumable; keep it private)."),
+    ] = None,
+    date_from: Annotated[str | None, typer.Option("--from", help="PACS: first study date.")] = None,
+    date_to: Annotated[str | None, typer.Option("--to", help="PACS: last study date.")] = None,
+    modality: Annotated[list[str] | None, typer.Option(help="PACS: modality (repeatable).")] = None,
+    body_part: Annotated[
+        list[str] | None, typer.Option(help="PACS: Body Part Examined (repeatable).")
+    ] = None,
     reports: Annotated[
         list[Path] | None, typer.Option(help="RIS export (CSV/JSONL) or FHIR JSON (repeatable).")
     ] = None,
@@ -210,6 +235,22 @@ def ingest(
     from medtune.dataset.ingest import ShardSpec, ingest_with_reports
 
     key_path = key or default_key_path()
+    pacs_counts: dict[str, int] | None = None
+    if "://" in source:
+        from medtune.dataset.ingest import stage_from_pacs
+        from medtune.io.pacs import PacsQuery
+
+        query = PacsQuery(
+            date_from=_iso_date(date_from, "--from"),
+            date_to=_iso_date(date_to, "--to"),
+            modalities=tuple(modality or ()),
+            body_parts=tuple(body_part or ()),
+        )
+        folder = staging or default_staging_path(source)
+        pacs_counts = _with_progress(
+            "retrieve", lambda progress: stage_from_pacs(source, query, folder)
+        )
+        source = str(folder)
 
     def quarantined(item, reason) -> None:  # type: ignore[no-untyped-def]
         # The user's own console, on their machine: the path they gave helps them find the file.
@@ -223,6 +264,9 @@ def ingest(
             on_quarantine=quarantined,
         ),
     )  # fmt: skip
+    if pacs_counts is not None:
+        pacs_table = [list(pacs_counts), list(pacs_counts.values())]
+        summary.tables = {"retrieved from the PACS": pacs_table, **summary.tables}
     _print_summary(summary)
 
 
@@ -301,6 +345,25 @@ def deid(
         ),
     )  # fmt: skip
     _print_summary(summary)
+
+
+def _iso_date(text: str | None, flag: str):  # type: ignore[no-untyped-def]
+    import datetime as dt
+
+    if text is None:
+        return None
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        raise typer.BadParameter(f"expected YYYY-MM-DD, got {text!r}", param_hint=flag) from None
+
+
+def default_staging_path(spec: str) -> Path:
+    """Per PACS source, under the user's cache: raw (identified) files never enter a workspace."""
+    import hashlib
+
+    digest = hashlib.sha256(spec.encode()).hexdigest()[:12]
+    return Path.home() / ".cache" / "medtune" / "staging" / digest
 
 
 def default_key_path() -> Path:

@@ -165,6 +165,12 @@ class DeidConfig(Recipe):
         "device with known text regions ('flagged'), every image ('all') or none ('off')",
     )
 
+    @field_validator("ocr", mode="before")
+    @classmethod
+    def _yaml_off(cls, value: Any) -> Any:
+        # YAML 1.1 reads a bare `off` as false; the user meant the word.
+        return "off" if value is False else value
+
     @field_validator("options")
     @classmethod
     def _known_options(cls, value: list[str]) -> list[str]:

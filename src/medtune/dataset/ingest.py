@@ -456,3 +456,14 @@ def ingest_with_reports(
         ]
     out.lines.append(f"dataset: {ws.dataset_dir}")
     return out
+
+
+def stage_from_pacs(spec: str, query: object, staging: Path) -> dict[str, int]:
+    """Retrieve every instance ``query`` finds on the PACS at ``spec`` into ``staging``
+    (resumable: staged instances are not fetched again); counts by outcome."""
+    from medtune.io.pacs import open_source, summarize
+
+    source = open_source(spec)
+    studies = source.find(query)  # type: ignore[arg-type]
+    staging.mkdir(parents=True, exist_ok=True)
+    return summarize(source.retrieve(studies, staging))
