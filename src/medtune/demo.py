@@ -19,6 +19,7 @@ def run_demo(config: DemoConfig, progress: Progress | None = None) -> Summary:
     from medtune.dataset.ingest import ingest_with_reports
     from medtune.dataset.leakcheck import check_workspace, identifiers_from_phi_manifest
     from medtune.deid.leak import describe
+    from medtune.deid.pseudonyms import Pseudonymizer, load_or_create_key
 
     workspace = Workspace(config.workspace).create()
     cohort_dir = workspace.sources_dir / "synth"
@@ -33,9 +34,8 @@ def run_demo(config: DemoConfig, progress: Progress | None = None) -> Summary:
         [cohort_dir / "reports"], progress=files,
     )  # fmt: skip
     workspace.save_config(dump_yaml(config))
-    hits = check_workspace(
-        workspace, identifiers_from_phi_manifest(cohort_dir / "truth" / "phi.parquet")
-    )
+    cohort = identifiers_from_phi_manifest(cohort_dir / "truth" / "phi.parquet")
+    hits = check_workspace(workspace, cohort, Pseudonymizer(load_or_create_key(config.key)))
     if hits:
         raise MedtuneError(f"leak check failed: {describe(hits)} in the workspace")
     summary.tables.update({f"ingest: {k}": v for k, v in ingested.tables.items()})

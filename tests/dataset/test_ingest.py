@@ -20,6 +20,7 @@ from medtune.config import IngestConfig
 from medtune.dataset.ingest import ShardSpec, ingest, ingest_with_reports
 from medtune.dataset.leakcheck import check_workspace, identifiers_from_phi_manifest
 from medtune.deid import leak
+from medtune.deid.pseudonyms import Pseudonymizer, load_or_create_key
 from medtune.workspace import Workspace
 
 pytestmark = pytest.mark.integration
@@ -65,11 +66,11 @@ def test_catalog_and_shards_agree(ingested) -> None:
 
 
 def test_no_identifier_in_catalog_or_reports(ingested, synth_cohort: Path) -> None:
-    ws, _, _ = ingested
+    ws, key, _ = ingested
     reports = pq.read_table(ws / "dataset" / "reports.parquet").to_pylist()
     assert reports and all(r["text"] for r in reports)
     known = identifiers_from_phi_manifest(synth_cohort / "truth" / "phi.parquet")
-    hits = check_workspace(Workspace(ws), known)
+    hits = check_workspace(Workspace(ws), known, Pseudonymizer(load_or_create_key(key)))
     assert not hits, leak.describe(hits) + " in " + ", ".join(sorted({h.where for h in hits}))
 
 

@@ -565,3 +565,11 @@ def test_a_row_that_fails_is_listed_and_the_rest_written(
     assert (
         summary.rejects_path.read_text() == f"{path}:3: could not be de-identified (RuntimeError)\n"
     )
+
+
+@pytest.mark.parametrize("surname", ["Ward", "Hall", "Field", "Smith"])
+def test_label_then_last_comma_first_is_a_name_even_when_the_surname_is_a_word(surname) -> None:
+    text = f"Referring Physician: {surname}, Jacqueline H.\nFindings: ward round, hall, field."
+    out = scrub_report(text).text
+    assert "Jacqueline" not in out and not out.startswith(f"Referring Physician: {surname}")
+    assert out.endswith("Findings: ward round, hall, field.")

@@ -286,6 +286,7 @@ _EPONYM_NOUNS = frozenset(_VOCAB["eponym_nouns"])
 _KNOWN_INITIAL = re.compile(r"(?<![\w.])([A-Z])\.[ \t]*\Z")
 _NAME_PREFIX = re.compile(rf"(?:(?<![\w.])(?:[A-Z]\.|(?i:{_alternation(_PARTICLES)}))[ \t]*)+\Z")
 _INITIAL_AFTER = re.compile(r"[ \t]+([A-Z])(?=\.?(?!\w))")
+_LAST_COMMA_FIRST = re.compile(rf"[{_UP}][^\W\d_]+,[ \t]+[{_UP}][^\W\d_]")
 _TITLE_BEFORE = re.compile(r"(?:\b(?:Dr|Mr|Mrs|Ms|Miss|Prof)\.?|\^)[ \t]*\Z")
 
 # Labelled values: tried at their label's first word.
@@ -983,7 +984,11 @@ def _name_spans(doc: _Doc, terms: _KnownTerms | None) -> list[_Span]:
                 start = title.end()
             # Without a colon, "Patient" names someone only with two name words: "Patient John
             # Doe", not "Patient Information".
-            end = _name_run(text, start, stop, min_words=2 if trigger == "weak" else 1)
+            # "Referring Physician: Ward, Jacqueline H.": after a label, "Last, First" is a name
+            # even when the surname is also a word (Ward, Hall, Field).
+            last_first = trigger == "label" and _LAST_COMMA_FIRST.match(text, start) is not None
+            end = _name_run(text, start, stop, first_free=last_first,
+                            min_words=2 if trigger == "weak" else 1)  # fmt: skip
             if end:
                 spans.append(_Span(start, end, "name", R_NAME))
     for m in doc.at("credential"):  # "Jane Roe, MD", "Roe, Jane MD"
