@@ -67,16 +67,18 @@ def burn_text(
     thickness = max(height // 8, 1)
     x, y = max(int(cols * 0.02), 2), max(int(rows * 0.02), 2)
     x1, y1, top = x, y, y
-    # OpenCV draws text on 8-bit images only: draw masks, then set the 16-bit stored values.
-    text = np.zeros((rows, cols), np.uint8)
-    outline = np.zeros((rows, cols), np.uint8)
+    # OpenCV draws text on 8-bit images only: draw a mask, then set the 16-bit stored values.
+    # The mask covers the top-left block only; the outline is the text dilated, because
+    # OpenCV 5 caps putText's thickness and would draw no wider outline.
+    text = np.zeros((min(rows, y + (len(lines) + 1) * 3 * height), cols), np.uint8)
     for line in lines:
         (w, h), base = cv2.getTextSize(line, TEXT_FONT, scale, thickness)
         y += h + base + max(height // 3, 2)
-        cv2.putText(outline, line, (x, y), TEXT_FONT, scale, 1, thickness + 2, cv2.LINE_8)
         cv2.putText(text, line, (x, y), TEXT_FONT, scale, 1, thickness, cv2.LINE_8)
         x1 = max(x1, x + w + thickness + 2)
         y1 = y + base + thickness + 2
-    pixels[outline > 0] = dark
-    pixels[text > 0] = bright
+    outline = cv2.dilate(text, np.ones((3, 3), np.uint8), iterations=max(thickness // 2, 1))
+    block = pixels[: text.shape[0]]
+    block[outline > 0] = dark
+    block[text > 0] = bright
     return x - 2, top, min(x1, cols), min(y1, rows)
