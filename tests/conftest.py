@@ -16,7 +16,7 @@ SMALL_COHORT = SynthConfig(patients=24, sites=5, size=256, seed=11, workers=1)
 
 @pytest.fixture(scope="session")
 def synth_cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A synthetic cohort (read-only: copy it before changing anything): dicom/, reports/, truth/."""
+    """A synthetic cohort (read-only: copy it before changing it): dicom/, reports/, truth/."""
     out = tmp_path_factory.mktemp("synth-cohort") / "cohort"
     generate_cohort(SMALL_COHORT, out)
     return out
