@@ -30,6 +30,7 @@ from medtune.dataset.item import (
     Quarantine,
     clear_pixel_text,
     deidentify_header,
+    needs_ocr,
     read_checked,
 )
 from medtune.deid.pseudonyms import Pseudonymizer, load_or_create_key
@@ -122,7 +123,7 @@ def _export_one(item: InputFile, ctx: ItemContext, out: Path) -> dict[str, objec
     ds = read_checked(item)
     header = deidentify_header(ds, item, ctx)
     cleaned = False
-    if ctx.config.deid.enabled:
+    if ctx.config.deid.enabled and needs_ocr(ds, ctx):  # else the pixels are copied untouched
         frames_all = pixels.frame_indices(ds, "all")
         try:
             stored = [pixels.stored_frame(ds, i) for i in frames_all]

@@ -129,7 +129,7 @@ def clear_pixel_text(
     ds: Dataset, displays: list[np.ndarray], known: object, ctx: ItemContext
 ) -> list[list]:
     """Boxes of burned-in text blanked in each display frame (Quarantine if not cleared)."""
-    if not (ctx.config.deid.enabled and _needs_ocr(ds, ctx)):
+    if not (ctx.config.deid.enabled and needs_ocr(ds, ctx)):
         return [[] for _ in displays]
     from medtune.deid.burned_text import blank, clear_burned_text
 
@@ -286,7 +286,7 @@ def _text(ds: Dataset, keyword: str) -> str | None:
     return str(value).strip() or None
 
 
-def _needs_ocr(ds: Dataset, ctx: ItemContext) -> bool:
+def needs_ocr(ds: Dataset, ctx: ItemContext) -> bool:
     mode = ctx.config.deid.ocr
     if mode == "off":
         return False
