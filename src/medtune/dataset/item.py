@@ -115,9 +115,10 @@ def deidentify_header(ds: Dataset, item: InputFile, ctx: ItemContext) -> HeaderR
     if ctx.config.deid.enabled:
         options = DeidOptions.parse(ctx.config.deid.options)
         actions = _actions(options)
-        kept = {
-            e.tag: e.value for e in ds if not e.tag.is_private and actions.get(e.tag, "K") == "K"
-        }
+        # The elements as read (unconverted: pydicom parses values lazily, and converting all
+        # of them here cost more than the de-identification itself).
+        kept = {tag: element for tag, element in ds._dict.items()
+                if not tag.is_private and actions.get(tag, "K") == "K"}  # fmt: skip
         record = _as_json(deidentify(ds, ctx.pseudo, options))
         hits = leak.scan_dataset(ds, known, kept)
         if hits:

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from pydicom.dataelem import DataElement
+from pydicom.dataelem import DataElement, RawDataElement, convert_raw_data_element
 from pydicom.dataset import Dataset
 
 from medtune.deid.identifiers import Identifiers
@@ -137,14 +137,15 @@ _OWN_TAGS = frozenset({0x00120062, 0x00120063, 0x00120064})
 
 
 def scan_dataset(
-    ds: Dataset, known: Identifiers | Needles, kept: dict[int, object] | None = None
+    ds: Dataset, known: Identifiers | Needles, kept: Mapping[int, object] | None = None
 ) -> list[Hit]:
     """Every element of ``ds`` (file meta, private, nested sequences) that holds an identifier.
 
     ``kept``: top-level tags the profile keeps by design (action K, or not in Annex E), with
-    their original values. Such an element, unchanged, is not a leak even if its value equals
-    an identifier elsewhere (a manufacturer that is also the institution's name); any other
-    element is scanned, so a value the profile should have removed is always caught.
+    their original elements (raw as read, or parsed). Such an element, unchanged, is not a
+    leak even if its value equals an identifier elsewhere (a manufacturer that is also the
+    institution's name); any other element is scanned, so a value the profile should have
+    removed is always caught.
     """
     needles = known if isinstance(known, Needles) else Needles.of(known)
     kept = kept or {}
@@ -152,13 +153,27 @@ def scan_dataset(
     for element in ds:
         if element.tag in _OWN_TAGS:
             continue
-        if element.tag in kept and element.value == kept[element.tag] and element.VR != "SQ":
-            continue
-        hits.extend(_scan_element(element, needles))
+        found = _scan_element(element, needles)
+        unchanged = (
+            found
+            and element.tag in kept
+            and element.VR != "SQ"
+            and element.value == _value(kept[element.tag], ds)
+        )
+        if unchanged:
+            continue  # kept by design, and as it was
+        hits.extend(found)
     meta = getattr(ds, "file_meta", None)
     for element in meta or ():
         hits.extend(_scan_element(element, needles))
     return hits
+
+
+def _value(element: object, ds: Dataset) -> object:
+    """An element's value; a raw (unparsed) element as read is converted first."""
+    if isinstance(element, RawDataElement):
+        return convert_raw_data_element(element, ds=ds).value
+    return element.value  # type: ignore[attr-defined]
 
 
 _BINARY_VRS = frozenset({"OB", "OW", "OF", "OD", "OL", "OV"})
