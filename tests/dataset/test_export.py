@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -32,12 +33,17 @@ def test_export_writes_pseudonymous_files_without_identifiers(
     needles = Needles.of(
         identifiers_from_phi_manifest(synth_cohort / "truth" / "phi.parquet").known
     )
+    log = [json.loads(line) for line in (out / "deid-log.jsonl").read_text().splitlines()]
+    cleaned = {e["file"] for e in log if e.get("pixels_cleaned")}
+    originals = {hashlib.sha256(pydicom.dcmread(p).pixel_array.tobytes()).hexdigest()
+                 for p in inputs}  # fmt: skip
     for path in files:
         ds = pydicom.dcmread(path)
         assert ds.PatientIdentityRemoved == "YES"
         assert not scan_dataset(ds, needles), path.name
-        _ = ds.pixel_array  # still decodes
-    log = [json.loads(line) for line in (out / "deid-log.jsonl").read_text().splitlines()]
+        pixels = hashlib.sha256(ds.pixel_array.tobytes()).hexdigest()
+        # Pixels are the originals, except where burned-in text was blanked.
+        assert (pixels in originals) != (path.relative_to(out).as_posix() in cleaned)
     assert len(log) == len(inputs) and all("deid" in e or e["status"] != "written" for e in log)
     # A rerun skips what is logged.
     again = export_deidentified(synth_cohort / "dicom", out, config, tmp_path / "key")

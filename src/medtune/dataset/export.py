@@ -20,9 +20,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from multiprocessing.pool import AsyncResult
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
-from pydicom.uid import ExplicitVRLittleEndian
+import pydicom
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from medtune.config import IngestConfig
 from medtune.dataset.item import (
@@ -39,6 +41,8 @@ from medtune.io.folder import InputFile, list_inputs
 from medtune.workspace import atomic_path, atomic_write_text
 
 LOG = "deid-log.jsonl"
+# Native (uncompressed) little-endian syntaxes: the pixel element can be copied as it is.
+_NATIVE = {ExplicitVRLittleEndian, ImplicitVRLittleEndian}
 
 
 @dataclass
@@ -120,6 +124,9 @@ def _one(item: InputFile) -> dict[str, object]:
 
 
 def _export_one(item: InputFile, ctx: ItemContext, out: Path) -> dict[str, object]:
+    fast = _export_header_only(item, ctx, out)
+    if fast is not None:
+        return fast
     ds = read_checked(item)
     header = deidentify_header(ds, item, ctx)
     cleaned = False
@@ -144,13 +151,83 @@ def _export_one(item: InputFile, ctx: ItemContext, out: Path) -> dict[str, objec
             ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
             ds.BurnedInAnnotation = "NO"
             cleaned = True
-    sop = str(ds.get("SOPInstanceUID", "")) or item.input_id
-    series = str(ds.get("SeriesInstanceUID", "")) or "series"
-    target = out / header.patient / header.study / _safe(series) / f"{_safe(sop)}.dcm"
+    target = _target(out, ds, header, item)
     with atomic_path(target, durable=False) as tmp:
         ds.save_as(tmp, enforce_file_format=True)
     return {"file": target.relative_to(out).as_posix(), "deid": header.deid,
             "pixels_cleaned": cleaned}  # fmt: skip
+
+
+def _export_header_only(item: InputFile, ctx: ItemContext, out: Path) -> dict[str, object] | None:
+    """The common case without reading the pixels: native (uncompressed) pixel data as the
+    file's last element, and no text to check. The header is read and de-identified; the pixel
+    element is copied byte for byte by the kernel (copy_file_range), so an 8 MB image costs
+    what its header does. None when the case does not apply (the caller reads everything)."""
+    with open(item.path, "rb") as fh:
+        try:
+            ds = pydicom.dcmread(fh, stop_before_pixels=True)
+        except Exception:
+            return None  # the full path reports what is wrong
+        start = fh.tell()
+        head = fh.read(12)
+        size = os.fstat(fh.fileno()).st_size
+    syntax = str(ds.file_meta.get("TransferSyntaxUID", "")) if ds.get("file_meta") else ""
+    if head[:4] != b"\xe0\x7f\x10\x00" or syntax not in _NATIVE:
+        return None
+    if syntax == ImplicitVRLittleEndian:
+        header_length, length = 8, int.from_bytes(head[4:8], "little")
+    elif head[4:6] in (b"OB", b"OW"):
+        header_length, length = 12, int.from_bytes(head[8:12], "little")
+    else:
+        return None
+    if length == 0xFFFFFFFF or start + header_length + length != size:
+        return None  # encapsulated, or elements after the pixels: the full path
+    try:
+        pixels.check_declared_size(ds, require_pixels=False)
+    except pixels.PixelError as err:
+        raise Quarantine("pixels", str(err)) from None
+    if ctx.config.deid.enabled and needs_ocr(ds, ctx):
+        return None
+    header = deidentify_header(ds, item, ctx)
+    if str(ds.file_meta.get("TransferSyntaxUID", "")) != syntax:
+        return None  # de-identification changed the encoding: write it the usual way
+    target = _target(out, ds, header, item)
+    with atomic_path(target, durable=False) as tmp:
+        ds.save_as(tmp, enforce_file_format=True)
+        with open(item.path, "rb") as src, open(tmp, "ab") as dst:
+            dst.write(head[:header_length])
+            _copy_range(src, dst, start + header_length, length)
+    return {"file": target.relative_to(out).as_posix(), "deid": header.deid,
+            "pixels_cleaned": False}  # fmt: skip
+
+
+def _copy_range(src: BinaryIO, dst: BinaryIO, offset: int, length: int) -> None:
+    dst.flush()
+    copied = 0
+    try:
+        while copied < length:
+            n = os.copy_file_range(src.fileno(), dst.fileno(), length - copied, offset + copied)
+            if n == 0:
+                break
+            copied += n
+    except OSError:
+        pass  # a filesystem without it: copy through user space below
+    if copied < length:
+        src.seek(offset + copied)
+        dst.seek(0, os.SEEK_END)
+        remaining = length - copied
+        while remaining:
+            chunk = src.read(min(remaining, 1 << 20))
+            if not chunk:
+                raise Quarantine("pixels", "pixel data shorter than declared")
+            dst.write(chunk)
+            remaining -= len(chunk)
+
+
+def _target(out: Path, ds: object, header: object, item: InputFile) -> Path:
+    sop = str(getattr(ds, "SOPInstanceUID", "") or "") or item.input_id
+    series = str(getattr(ds, "SeriesInstanceUID", "") or "") or "series"
+    return out / header.patient / header.study / _safe(series) / f"{_safe(sop)}.dcm"  # type: ignore[attr-defined]
 
 
 def _darkest_stored_value(ds: object) -> int:

@@ -64,9 +64,11 @@ class Geometry:
                 (x1 - self.pad_x) / s, (y1 - self.pad_y) / s)  # fmt: skip
 
 
-def check_declared_size(ds: Dataset) -> None:
-    """Refuse before decoding a matrix no X-ray has (or a bomb): a :class:`PixelError`."""
-    if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
+def check_declared_size(ds: Dataset, require_pixels: bool = True) -> None:
+    """Refuse before decoding a matrix no X-ray has (or a bomb): a :class:`PixelError`.
+    ``require_pixels=False`` for a header read without its pixel data."""
+    pixel_tags = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
+    if require_pixels and not any(tag in ds for tag in pixel_tags):
         raise PixelError("no pixel data")
     try:
         rows, cols = int(ds.Rows), int(ds.Columns)
