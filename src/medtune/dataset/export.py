@@ -13,12 +13,10 @@ logged. ``OUT/quarantine.csv`` lists the inputs that were not written, with reas
 from __future__ import annotations
 
 import json
-import multiprocessing
 import os
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from multiprocessing.pool import AsyncResult
 from pathlib import Path
 from typing import BinaryIO
 
@@ -38,6 +36,7 @@ from medtune.dataset.item import (
 from medtune.deid.pseudonyms import Pseudonymizer, load_or_create_key
 from medtune.io import pixels
 from medtune.io.folder import InputFile, list_inputs
+from medtune.parallel import ordered_map
 from medtune.workspace import atomic_path, atomic_write_text
 
 LOG = "deid-log.jsonl"
@@ -74,9 +73,8 @@ def export_deidentified(
     todo = [item for item in inputs if item.input_id not in done]
     summary = ExportSummary(inputs=len(inputs), skipped=len(inputs) - len(todo))
     workers = config.workers or os.cpu_count() or 1
-    context = multiprocessing.get_context("spawn")
     with open(log_path, "a", encoding="utf-8") as log:
-        results = _results(todo, config, key, Path(source), out_dir, workers, context)
+        results = _results(todo, config, key, Path(source), out_dir, workers)
         for count, (item, entry) in enumerate(zip(todo, results, strict=True), 1):
             if entry["status"] == "written":
                 summary.written += 1
@@ -243,19 +241,9 @@ def _safe(uid: str) -> str:
     return "".join(c for c in uid if c.isdigit() or c == ".")[:64] or "x"
 
 
-def _results(todo, config, key, root, out, workers, context):  # type: ignore[no-untyped-def]
-    if workers == 1 or len(todo) < 4:
-        _init(config, key, root, out)
-        yield from map(_one, todo)
-        return
-    with context.Pool(workers, _init, (config, key, root, out)) as pool:
-        window: deque[AsyncResult[dict[str, object]]] = deque()
-        for item in todo:
-            window.append(pool.apply_async(_one, (item,)))
-            if len(window) >= workers * 4:
-                yield window.popleft().get()
-        while window:
-            yield window.popleft().get()
+def _results(todo, config, key, root, out, workers):  # type: ignore[no-untyped-def]
+    workers = 1 if len(todo) < 4 else workers
+    yield from ordered_map(_one, todo, workers, _init, (config, key, root, out))
 
 
 def _logged(log_path: Path) -> set[str]:

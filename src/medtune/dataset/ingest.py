@@ -15,12 +15,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import multiprocessing
 import os
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from multiprocessing.pool import AsyncResult
 from pathlib import Path
 
 import pyarrow as pa
@@ -35,6 +33,7 @@ from medtune.deid import leak
 from medtune.deid.pseudonyms import Pseudonymizer, load_or_create_key
 from medtune.errors import MedtuneError
 from medtune.io.folder import InputFile, check_dicomdir, list_inputs
+from medtune.parallel import ordered_map
 from medtune.workspace import Workspace, atomic_path, atomic_write_text
 
 STATE_DIR = ".ingest"
@@ -156,22 +155,11 @@ def _work(item: InputFile) -> ItemResult:
 def _run_chunk(
     chunk: list[InputFile], config: IngestConfig, pseudo: Pseudonymizer, root: Path
 ) -> Iterator[ItemResult]:
-    """Results in input order; a sliding window keeps every worker busy, memory bounded."""
+    """Results in input order (see medtune.parallel)."""
     workers = config.workers or os.cpu_count() or 1
     key = pseudo._key  # workers rebuild the pseudonymizer from the key, never from files
-    if workers == 1 or len(chunk) < 4:
-        _init_worker(config, key, root)
-        yield from map(_work, chunk)
-        return
-    context = multiprocessing.get_context("spawn")
-    with context.Pool(workers, _init_worker, (config, key, root)) as pool:
-        window: deque[AsyncResult[ItemResult]] = deque()
-        for item in chunk:
-            window.append(pool.apply_async(_work, (item,)))
-            if len(window) >= workers * 4:
-                yield window.popleft().get()
-        while window:
-            yield window.popleft().get()
+    workers = 1 if len(chunk) < 4 else workers
+    yield from ordered_map(_work, chunk, workers, _init_worker, (config, key, root))
 
 
 def _commit_chunk(

@@ -19,19 +19,18 @@ memory does not grow with the cohort.
 from __future__ import annotations
 
 import json
-import multiprocessing
 import os
 import shutil
 import threading
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from multiprocessing.pool import AsyncResult
 from pathlib import Path
 
 from medtune import __version__
 from medtune.config import SynthConfig, dump_yaml
 from medtune.errors import MedtuneError
+from medtune.parallel import ordered_map
 from medtune.synth import patient as patients
 from medtune.synth.plan import PatientPlan, plan_patient
 from medtune.synth.sites import Site, make_sites
@@ -168,29 +167,11 @@ def _rendered(
     config: SynthConfig, sites: list[Site], out: Path
 ) -> Iterator[patients.PatientRecords]:
     workers = config.workers or os.cpu_count() or 1
-    plans = _planned(config, sites)
-    if workers == 1:
-        patients.init_worker(config, sites, out)
-        yield from map(patients.render_patient, plans)
-        return
-    # spawn, not fork: the parent may run a progress-bar thread, and forking threads is unsafe.
-    context = multiprocessing.get_context("spawn")
-    # A sliding window of patients in flight: memory stays flat however many patients, results
-    # come back in order, and no worker waits for a slow patient elsewhere to finish (fixed
-    # batches left each core idle a tenth of the time at batch ends).
-    window = workers * 4
     # Workers are replaced every RECYCLE_PATIENTS patients: rendering allocates and frees
     # millions of large temporaries, and a long-lived process's heap creeps up with them.
-    with context.Pool(
-        workers, patients.init_worker, (config, sites, out), maxtasksperchild=RECYCLE_PATIENTS
-    ) as pool:
-        in_flight: deque[AsyncResult[patients.PatientRecords]] = deque()
-        for plan in plans:
-            in_flight.append(pool.apply_async(patients.render_patient, (plan,)))
-            if len(in_flight) >= window:
-                yield in_flight.popleft().get()
-        while in_flight:
-            yield in_flight.popleft().get()
+    yield from ordered_map(patients.render_patient, _planned(config, sites), workers,
+                           patients.init_worker, (config, sites, out),
+                           max_tasks_per_child=RECYCLE_PATIENTS)  # fmt: skip
 
 
 def _count(counts: dict[str, Counter[str]], row: dict[str, object]) -> None:
