@@ -89,18 +89,14 @@ def synth(
     from medtune.config import SynthConfig, load_recipe
 
     overrides = list(set_ or [])
-    flags = {}
-    for key, flag, value in (
+    flags = _add_flags(overrides, (
         ("patients", "--patients", patients),
         ("sites", "--sites", sites),
         ("size", "--size", size),
         ("seed", "--seed", seed),
         ("max_images", "--images", images),
         ("workers", "--workers", workers),
-    ):
-        if value is not None:
-            overrides.append(f"{key}={value}")
-            flags[key] = flag
+    ))  # fmt: skip
     if anatomies:
         names = [name.strip() for item in anatomies for name in item.split(",") if name.strip()]
         overrides.append(f"anatomies=[{', '.join(names)}]")
@@ -214,19 +210,12 @@ def ingest(
     """
     from medtune.config import IngestConfig, load_recipe
 
-    overrides, flags = list(set_ or []), {}
-    for dotted, flag, value in (
+    overrides = list(set_ or [])
+    flags = _add_flags(overrides, (
         ("size", "--size", size),
         ("workers", "--workers", workers),
         ("deid.ocr", "--ocr", ocr),
-    ):
-        if value is not None:
-            overrides.append(f"{dotted}={value}")
-            flags[dotted] = flag
-    if deid_options is not None:
-        names = [n.strip() for n in deid_options.split(",") if n.strip()]
-        overrides.append(f"deid.options=[{', '.join(names)}]")
-        flags["deid.options"] = "--deid-options"
+    ), deid_options)  # fmt: skip
     if no_deid:
         overrides.append("deid.enabled=false")
     config = load_recipe(recipe, overrides, expect=IngestConfig, flags=flags)
@@ -319,15 +308,9 @@ def deid(
         return
     if source is None:
         raise typer.BadParameter("give a SOURCE folder or --reports FILE", param_hint="SOURCE")
-    overrides, flags = [], {}
-    for dotted, flag, value in (("workers", "--workers", workers), ("deid.ocr", "--ocr", ocr)):
-        if value is not None:
-            overrides.append(f"{dotted}={value}")
-            flags[dotted] = flag
-    if deid_options is not None:
-        names = [n.strip() for n in deid_options.split(",") if n.strip()]
-        overrides.append(f"deid.options=[{', '.join(names)}]")
-        flags["deid.options"] = "--deid-options"
+    overrides: list[str] = []
+    pairs = (("workers", "--workers", workers), ("deid.ocr", "--ocr", ocr))
+    flags = _add_flags(overrides, pairs, deid_options)
     config = load_recipe("ingest/default", overrides, expect=IngestConfig, flags=flags)
     assert isinstance(config, IngestConfig)
 
@@ -345,6 +328,25 @@ def deid(
         ),
     )  # fmt: skip
     _print_summary(summary)
+
+
+def _add_flags(
+    overrides: list[str],
+    pairs: tuple[tuple[str, str, object], ...],
+    deid_options: str | None = None,
+) -> dict[str, str]:
+    """Turn the flags given (dotted key, flag, value) into ``--set`` overrides, appended to
+    ``overrides``; return key -> flag, so config errors name the flag the user typed."""
+    flags: dict[str, str] = {}
+    for dotted, flag, value in pairs:
+        if value is not None:
+            overrides.append(f"{dotted}={value}")
+            flags[dotted] = flag
+    if deid_options is not None:
+        names = [n.strip() for n in deid_options.split(",") if n.strip()]
+        overrides.append(f"deid.options=[{', '.join(names)}]")
+        flags["deid.options"] = "--deid-options"
+    return flags
 
 
 def _iso_date(text: str | None, flag: str):  # type: ignore[no-untyped-def]
