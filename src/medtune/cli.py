@@ -8,6 +8,7 @@ exit 1, and a traceback is shown only with ``--debug``.
 from __future__ import annotations
 
 import sys
+import time
 import traceback
 from pathlib import Path
 from typing import Annotated
@@ -399,13 +400,22 @@ def _with_progress(label: str, job):  # type: ignore[no-untyped-def]
         TimeElapsedColumn(),
         TimeRemainingColumn(),
     )
-    with Progress(*columns, transient=True, disable=not sys.stderr.isatty()) as bar:
+    # Refreshed by the job's own calls, not by rich's refresh thread: with no thread running,
+    # the job may fork its workers (see medtune.parallel).
+    bar = Progress(*columns, transient=True, auto_refresh=False,
+                   disable=not sys.stderr.isatty())  # fmt: skip
+    with bar:
         tasks: dict[str, int] = {}
+        shown = [0.0]
 
         def progress(description: str, done: int, total: int | None) -> None:
             if description not in tasks:
                 tasks[description] = bar.add_task(description, total=total)
             bar.update(tasks[description], completed=done, total=total)
+            now = time.monotonic()
+            if now - shown[0] > 0.1 or done == total:
+                shown[0] = now
+                bar.refresh()
 
         return job(progress)
 

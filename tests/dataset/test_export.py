@@ -48,3 +48,65 @@ def test_export_writes_pseudonymous_files_without_identifiers(
     # A rerun skips what is logged.
     again = export_deidentified(synth_cohort / "dicom", out, config, tmp_path / "key")
     assert again.skipped == len(inputs) and again.written == 0
+
+
+def test_header_only_path_writes_what_pydicom_would(synth_cohort: Path, tmp_path: Path) -> None:
+    """The fast path (header encoded alone, pixel element copied by the kernel) gives the very
+    bytes pydicom's save_as gives for the same de-identified data set, pixels included."""
+    import io
+
+    from medtune.dataset import export
+    from medtune.dataset.item import ItemContext, deidentify_header
+    from medtune.deid.pseudonyms import Pseudonymizer
+    from medtune.io.folder import list_inputs
+
+    root = synth_cohort / "dicom"
+    ctx = ItemContext(IngestConfig(deid={"ocr": "off"}), Pseudonymizer(b"k" * 32), root)
+    native = [item for item in list_inputs(root)
+              if pydicom.dcmread(item.path, stop_before_pixels=True).file_meta.TransferSyntaxUID
+              in export._NATIVE]  # fmt: skip
+    assert native
+    for item in native[:3]:
+        entry = export._export_header_only(item, ctx, tmp_path)
+        assert entry is not None  # the fast path applied
+        ds = pydicom.dcmread(item.path)
+        deidentify_header(ds, item, ctx)
+        expected = io.BytesIO()
+        ds.save_as(expected, enforce_file_format=True)
+        assert (tmp_path / str(entry["file"])).read_bytes() == expected.getvalue()
+
+
+def test_header_longer_than_the_first_read_is_still_exported_exactly(
+    synth_cohort: Path, tmp_path: Path
+) -> None:
+    import io
+
+    from medtune.dataset import export
+    from medtune.dataset.item import ItemContext, deidentify_header
+    from medtune.deid.pseudonyms import Pseudonymizer
+    from medtune.io.folder import list_inputs
+
+    root = synth_cohort / "dicom"
+    source = next(item.path for item in list_inputs(root)
+                  if pydicom.dcmread(item.path, stop_before_pixels=True)
+                  .file_meta.TransferSyntaxUID in export._NATIVE)  # fmt: skip
+    ds = pydicom.dcmread(source)
+    # A vendor's private blob: the header no longer fits the first read.
+    ds.private_block(0x0029, "VENDOR BLOB", create=True).add_new(
+        0x10, "OB", b"\1" * (export._HEAD_BYTES + 1000)
+    )
+    big = tmp_path / "in" / "big.dcm"
+    big.parent.mkdir()
+    ds.save_as(big, enforce_file_format=True)
+    ctx = ItemContext(IngestConfig(deid={"ocr": "off"}), Pseudonymizer(b"k" * 32), big.parent)
+    [item] = list_inputs(big.parent)
+    entry = export._export_header_only(item, ctx, tmp_path / "out")
+    assert entry is not None
+    expected = pydicom.dcmread(big)
+    deidentify_header(expected, item, ctx)
+    buffer = io.BytesIO()
+    expected.save_as(buffer, enforce_file_format=True)
+    assert (tmp_path / "out" / str(entry["file"])).read_bytes() == buffer.getvalue()
+    assert not any(
+        e.tag.group == 0x0029 for e in pydicom.dcmread(tmp_path / "out" / str(entry["file"]))
+    )

@@ -409,6 +409,18 @@ def test_identity_removed_method_and_cid_7050_codes(
     assert ds.get("LongitudinalTemporalInformationModified") == temporal
 
 
+def test_cid_7050_table_matches_pydicoms_code_dictionary() -> None:
+    from pydicom.sr.codedict import codes
+
+    from medtune.deid.header import _OPTIONS, CID_7050
+
+    for name, (value, meaning) in CID_7050.items():
+        code = getattr(codes.DCM, name)
+        assert (code.value, code.meaning) == (value, meaning)
+    # every option has its code
+    assert {concept for _, concept in _OPTIONS.values()} <= set(CID_7050)
+
+
 @pytest.mark.parametrize(
     ("age", "kept"), [("089Y", "089Y"), ("095Y", "090Y"), ("100Y", "090Y"), ("old", "")]
 )

@@ -159,7 +159,8 @@ def _run_chunk(
     workers = config.workers or os.cpu_count() or 1
     key = pseudo._key  # workers rebuild the pseudonymizer from the key, never from files
     workers = 1 if len(chunk) < 4 else workers
-    yield from ordered_map(_work, chunk, workers, _init_worker, (config, key, root))
+    # The parent only writes shards and tables: forking it is safe (see medtune.parallel).
+    yield from ordered_map(_work, chunk, workers, _init_worker, (config, key, root), start="fork")
 
 
 def _commit_chunk(

@@ -20,6 +20,14 @@ from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
 from medtune.config import IngestConfig
+from medtune.deid import leak
+from medtune.deid.header import (
+    DeidOptions,
+    collect_identifiers,
+    deidentify,
+    patient_pseudonym,
+    resolved_actions,
+)
 from medtune.deid.pseudonyms import Pseudonymizer
 from medtune.errors import MedtuneError
 from medtune.io import pixels
@@ -97,14 +105,6 @@ def read_checked(item: InputFile) -> Dataset:
 def deidentify_header(ds: Dataset, item: InputFile, ctx: ItemContext) -> HeaderResult:
     """Pseudonyms first (they need the original values), then the Annex E profile in place,
     then the leak scan of what is left (fail closed)."""
-    from medtune.deid import leak
-    from medtune.deid.header import (
-        DeidOptions,
-        collect_identifiers,
-        deidentify,
-        patient_pseudonym,
-    )
-
     known = collect_identifiers(ds)
     patient = patient_pseudonym(ds, ctx.pseudo)
     accession = str(ds.get("AccessionNumber", "") or "")
@@ -177,7 +177,6 @@ def _process(item: InputFile, ctx: ItemContext) -> ItemResult:
 
 @functools.cache
 def _actions(options: object) -> dict[int, str]:
-    from medtune.deid.header import resolved_actions
 
     return resolved_actions(options)  # type: ignore[arg-type]
 

@@ -150,15 +150,21 @@ def scan_dataset(
     needles = known if isinstance(known, Needles) else Needles.of(known)
     kept = kept or {}
     hits: list[Hit] = []
-    for element in ds:
-        if element.tag in _OWN_TAGS:
+    for tag in ds.keys():
+        if tag in _OWN_TAGS:
             continue
+        element = ds.get_item(tag)  # raw elements stay raw: converting is most of the cost
+        original = kept.get(tag)
+        if element is None or element is original:
+            continue  # kept by design and untouched since it was read
+        if isinstance(element, RawDataElement):
+            element = ds[tag]
         found = _scan_element(element, needles)
         unchanged = (
             found
-            and element.tag in kept
+            and original is not None
             and element.VR != "SQ"
-            and element.value == _value(kept[element.tag], ds)
+            and element.value == _value(original, ds)
         )
         if unchanged:
             continue  # kept by design, and as it was
@@ -189,10 +195,12 @@ def _scan_element(element: DataElement, needles: Needles) -> list[Hit]:
     if element.VR == "UI":
         return []  # UIDs are replaced wholesale (Annex E "U"); their digits match by chance
     # UN (unknown VR) is scanned as text: vendors hide names in it.
+    kinds = needles.find(_element_text(element.value), coded=element.VR == "CS")
+    if not kinds:
+        return []
     where = f"({element.tag.group:04X},{element.tag.element:04X})"
     where = ("private " if element.tag.is_private else "") + where
-    text = _element_text(element.value)
-    return [Hit(kind, where) for kind in needles.find(text, coded=element.VR == "CS")]
+    return [Hit(kind, where) for kind in kinds]
 
 
 def scan_texts(texts: Iterable[tuple[str, str]], known: Identifiers | Needles) -> list[Hit]:
