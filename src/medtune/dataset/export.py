@@ -91,7 +91,8 @@ def export_deidentified(
                 if on_quarantine:
                     on_quarantine(item, str(entry["reason"]))
             log.write(json.dumps(entry, sort_keys=True) + "\n")
-            log.flush()
+            if count % 64 == 0:
+                log.flush()  # a kill loses at most these lines: their inputs are redone
             if progress:
                 progress(summary.skipped + count, len(inputs))
     _write_quarantine(out_dir, log_path)
@@ -336,7 +337,8 @@ def _results(todo, config, key, root, out, workers):  # type: ignore[no-untyped-
     workers = 1 if len(todo) < 4 else workers
     # The parent only lists files and appends to the log: forking it is safe and saves
     # every worker a second of imports.
-    yield from ordered_map(_one, todo, workers, _init, (config, key, root, out), start="fork")
+    yield from ordered_map(_one, todo, workers, _init, (config, key, root, out), start="fork",
+                          batch=8)  # fmt: skip
 
 
 def _logged(log_path: Path) -> set[str]:

@@ -160,7 +160,8 @@ def _run_chunk(
     key = pseudo._key  # workers rebuild the pseudonymizer from the key, never from files
     workers = 1 if len(chunk) < 4 else workers
     # The parent only writes shards and tables: forking it is safe (see medtune.parallel).
-    yield from ordered_map(_work, chunk, workers, _init_worker, (config, key, root), start="fork")
+    yield from ordered_map(_work, chunk, workers, _init_worker, (config, key, root), start="fork",
+                          batch=4)  # fmt: skip
 
 
 def _commit_chunk(

@@ -150,7 +150,7 @@ def scan_dataset(
     needles = known if isinstance(known, Needles) else Needles.of(known)
     kept = kept or {}
     hits: list[Hit] = []
-    for tag in ds.keys():
+    for tag in list(ds.keys()):  # tags: iterating a Dataset would parse every element
         if tag in _OWN_TAGS:
             continue
         element = ds.get_item(tag)  # raw elements stay raw: converting is most of the cost
