@@ -642,6 +642,28 @@ def test_public_test_files_lose_names_dates_and_private_tags(options: DeidOption
     assert done > 100
 
 
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_identifiers_from_raw_bytes_equal_pydicoms_parsed_values() -> None:
+    """collect_identifiers decodes unparsed values itself in plain character sets: it must
+    find exactly what it finds from pydicom's parsed values, in every public test file
+    (Latin-1, UTF-8, ISO 2022 Japanese and Korean, Greek, Hebrew... and broken ones)."""
+    compared = 0
+    for path in _public_test_files():
+        try:
+            fast = pydicom.dcmread(path, force=True, stop_before_pixels=True)
+            parsed = pydicom.dcmread(path, force=True, stop_before_pixels=True)
+            for element in parsed.iterall():  # parse every value, nested ones included
+                pass
+        except Exception:
+            continue
+        if not len(fast):
+            continue
+        assert collect_identifiers(fast) == collect_identifiers(parsed), path.name
+        compared += 1
+    assert compared > 100
+
+
 def test_defaults_are_the_documented_ones() -> None:
     assert dataclasses.asdict(MEDTUNE_DEFAULT) == {
         **dataclasses.asdict(BASIC), "retain_long_modified_dates": True,
