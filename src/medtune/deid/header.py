@@ -703,7 +703,7 @@ def _collect(
         element = tag & 0xFFFF
         if tag >> 16 & 1:
             if element >= 0x1000:
-                _collect_private(ds, tag, walk, ids)
+                _collect_private(ds, tag, walk, ids, elem, codec)
             continue
         if not element or elem is None:
             continue
@@ -722,11 +722,21 @@ def _collect(
                 _add(ids, _kind(tag, vr), value)
 
 
-def _collect_private(ds: Dataset, tag: int, walk: _Walk, ids: Identifiers) -> None:
-    try:
-        elem = ds[tag]
-    except Exception:
-        return
+def _collect_private(
+    ds: Dataset,
+    tag: int,
+    walk: _Walk,
+    ids: Identifiers,
+    raw: object = None,
+    codec: str | None = None,
+) -> None:
+    if codec and type(raw) is RawDataElement and raw.VR in _PLAIN_VRS:
+        elem: object = raw  # a text VR the file states: decoded from its bytes (see _values)
+    else:
+        try:
+            elem = ds[tag]
+        except Exception:
+            return
     creator_tag = (tag & 0xFFFF0000) | ((tag & 0xFFFF) >> 8)
     creator = str(ds[creator_tag].value).strip() if creator_tag in ds else ""
     kept = walk.options.retain_safe_private and (tag >> 16, creator, tag & 0xFF) in walk.safe
@@ -741,7 +751,7 @@ def _collect_private(ds: Dataset, tag: int, walk: _Walk, ids: Identifiers) -> No
         if len(text) >= 3 and text.isprintable():
             ids.add("ids", text)
     elif elem.VR in _TEXT_VRS or elem.VR in ("DA", "DT", "UI"):
-        for value in _values(ds, tag):
+        for value in _values(ds, tag, raw, codec):
             _add(ids, _kind(tag, elem.VR), value)
 
 
