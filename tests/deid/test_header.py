@@ -653,8 +653,7 @@ def test_identifiers_from_raw_bytes_equal_pydicoms_parsed_values() -> None:
         try:
             fast = pydicom.dcmread(path, force=True, stop_before_pixels=True)
             parsed = pydicom.dcmread(path, force=True, stop_before_pixels=True)
-            for element in parsed.iterall():  # parse every value, nested ones included
-                pass
+            list(parsed.iterall())  # parse every value, nested ones included
         except Exception:
             continue
         if not len(fast):

@@ -148,3 +148,64 @@ def test_rgb_becomes_grey() -> None:
     ds = _image(rgb, PhotometricInterpretation="RGB", PlanarConfiguration=0)
     grey = pixels.to_display(ds, pixels.stored_frame(ds))
     assert grey.shape == (4, 4)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.int8, np.uint16, np.int16])
+@pytest.mark.parametrize("shape", [(37, 53), (5,), (40, 3)])
+def test_blocked_table_look_up_equals_plain_indexing(dtype: type, shape: tuple[int, ...]) -> None:
+    from medtune.io.pixels import _look_up
+
+    rng = np.random.default_rng(1)
+    info = np.iinfo(dtype)
+    stored = rng.integers(info.min, info.max, shape, dtype=dtype, endpoint=True)
+    offset = -int(info.min)
+    table = rng.integers(0, 65535, info.max - info.min + 1, dtype=np.uint16)
+    looked_up = _look_up(table, stored, offset)
+    assert looked_up.shape == stored.shape
+    assert np.array_equal(looked_up, table[stored.astype(np.int64) + offset])
+
+
+@pytest.mark.parametrize(
+    ("values", "dtype", "view"),
+    [
+        ([[0, 4095, 17]], np.uint16, True),  # 12 bits, high bits clear: a view
+        ([[0, 4095 | 0x3000, 17]], np.uint16, False),  # an overlay in the high bits
+        ([[-2048, 2047, -1]], np.int16, True),  # signed, sign-extended already
+        ([[0x0800, 0x0FFF, 1]], np.int16, False),  # signed 12-bit, not sign-extended
+        ([[0, 127, 3]], np.uint8, True),
+    ],
+)  # fmt: skip
+def test_read_only_frame_equals_pydicoms_corrected_values(
+    values: list[list[int]], dtype: type, view: bool
+) -> None:
+    """A frame read for reading only may be a view of the file's bytes, but never shows the
+    bits above Bits Stored: it equals pydicom's own corrected array."""
+    stored = np.array(values, dtype=dtype)
+    bits = 12 if stored.dtype.itemsize == 2 else 7
+    ds = _image(stored, BitsStored=bits, HighBit=bits - 1)
+    fast = pixels.stored_frame(ds, writable=False)
+    assert np.array_equal(fast, ds.pixel_array)
+    assert (not fast.flags.writeable) == view
+    assert pixels.stored_frame(ds).flags.writeable  # the default stays a writable copy
+
+
+def test_display_tables_are_reused_only_for_the_same_lut_attributes() -> None:
+    rng = np.random.default_rng(2)
+    stored = rng.integers(0, 4096, (8, 8), dtype=np.uint16)
+    bits = {"BitsStored": 12, "HighBit": 11}
+
+    def sigmoid(centre: str) -> np.ndarray:
+        ds = _image(stored, WindowCenter=centre, WindowWidth="1000", VOILUTFunction="SIGMOID",
+                    **bits)  # fmt: skip
+        return pixels.to_display(ds, stored)
+
+    a, b, again = sigmoid("2048"), sigmoid("1000"), sigmoid("2048")
+    assert not np.array_equal(a, b)  # another window: another table
+    assert np.array_equal(a, again)
+    # Without a VOI the image's own range scales it (a range under 255 levels takes the table
+    # path): a darker image gets its own table.
+    narrow = rng.integers(0, 101, (8, 8), dtype=np.uint16)
+    narrow[0, 0], narrow[0, 1] = 0, 100
+    full = pixels.to_display(_image(narrow, RescaleSlope="2", **bits), narrow)
+    half = pixels.to_display(_image(narrow // 2, RescaleSlope="2", **bits), narrow // 2)
+    assert full.max() == half.max() == 255

@@ -157,8 +157,8 @@ def _process(item: InputFile, ctx: ItemContext) -> ItemResult:
     header = deidentify_header(ds, item, ctx)
     frame_numbers = pixels.frame_indices(ds, ctx.config.frames)
     try:
-        displays = [pixels.to_display(ds, pixels.stored_frame(ds, i), ctx.config.dtype)
-                    for i in frame_numbers]  # fmt: skip
+        stored = [pixels.stored_frame(ds, i, writable=False) for i in frame_numbers]
+        displays = [pixels.to_display(ds, frame, ctx.config.dtype) for frame in stored]
     except pixels.PixelError as err:
         raise Quarantine("pixels", str(err)) from None
     boxes = clear_pixel_text(ds, displays, header.known, ctx)
