@@ -5,14 +5,19 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test bench lint clean
+.PHONY: demo test bench lint clean bytecode
 
 $(STAMP): pyproject.toml
 	@$(BIN)/python -c 'import sys' 2>/dev/null || { rm -rf $(VENV); $(PYTHON) -m venv $(VENV); }
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
 	@touch $(STAMP)
 
-demo: $(STAMP)
+# Bytecode for medtune's own modules, written once: with PYTHONDONTWRITEBYTECODE set (as on
+# some CI images) every command and worker would otherwise recompile them at start.
+bytecode: $(STAMP)
+	@$(BIN)/python -m compileall -q src
+
+demo: bytecode
 	$(BIN)/medtune demo
 
 test: $(STAMP) lint
@@ -22,7 +27,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-bench: $(STAMP)
+bench: bytecode
 	$(BIN)/python benchmarks/bench_synth.py
 	$(BIN)/python benchmarks/bench_ingest.py
 

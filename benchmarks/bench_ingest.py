@@ -148,6 +148,8 @@ def main() -> None:
                 times.append(run(root / "files", out, key))
         results["deid"] = len(files) / statistics.median(deid_s)
         results["dicognito"] = len(files) / statistics.median(dicognito_s)
+        results["deid_best"] = len(files) / min(deid_s)
+        results["dicognito_best"] = len(files) / min(dicognito_s)
 
         # OCR on: only the files whose source site burns text in.
         import pydicom
@@ -195,12 +197,13 @@ def main() -> None:
         f"{results['ingest'] / TARGETS['ingest']:.2f}x)  vs baseline {ratio:.2f}x "
         f"(target {TARGETS['ingest_vs_baseline']}x)"
     )
-    ratio = results["deid"] / results["dicognito"]
-    print(
-        f"  deid: {results['deid']:.1f} files/s, dicognito {results['dicognito']:.1f} files/s "
-        f"(medians of {args.repeats} alternating runs): "
-        f"{ratio:.2f}x (target {TARGETS['deid_vs_dicognito']}x)"
-    )
+    for label, suffix in (("median", ""), ("best", "_best")):
+        deid_rate, baseline_rate = results["deid" + suffix], results["dicognito" + suffix]
+        print(
+            f"  deid: {deid_rate:.1f} files/s, dicognito {baseline_rate:.1f} files/s "
+            f"({label} of {args.repeats} alternating runs): {deid_rate / baseline_rate:.2f}x "
+            f"(target {TARGETS['deid_vs_dicognito']}x)"
+        )
     if "ocr" in results:
         print(
             f"  ingest, OCR on (sites that burn text): {results['ocr']:.1f} images/s "
