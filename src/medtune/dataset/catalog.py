@@ -9,7 +9,16 @@ the original image and the stored one (see io/pixels.Geometry).
 
 from __future__ import annotations
 
+import json
+import os
+from pathlib import Path
+from typing import Any
+
 import pyarrow as pa
+import pyarrow.parquet as pq
+
+from medtune.errors import MedtuneError
+from medtune.workspace import atomic_path
 
 CATALOG_SCHEMA = pa.schema(
     [
@@ -57,3 +66,55 @@ INPUTS_SCHEMA = pa.schema(
         ("deid", pa.string()),  # JSON: what de-identification did (actions and counts only)
     ]
 )
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading and rewriting the catalog. Curation adds columns (labels, splits) and records how
+# they were made in the file's key-value metadata; every writer goes through these two
+# functions so nothing else is lost on the way.
+
+METADATA_KEY = b"medtune"  # JSON: {"labels": {...}, "splits": {"split": {...}}, ...}
+
+
+def read_catalog(path: str | os.PathLike[str], columns: list[str] | None = None) -> pa.Table:
+    """The catalog as an Arrow table (all columns, or ``columns``); its metadata kept."""
+    path = Path(path)
+    if not path.exists():
+        raise MedtuneError(f"{path}: no catalog here; run `medtune ingest` first")
+    return pq.read_table(path, columns=columns)
+
+
+def catalog_metadata(table: pa.Table) -> dict[str, Any]:
+    """medtune's metadata of a catalog table ({} when there is none)."""
+    raw = (table.schema.metadata or {}).get(METADATA_KEY)
+    return json.loads(raw) if raw else {}
+
+
+def write_catalog(
+    path: str | os.PathLike[str],
+    table: pa.Table,
+    columns: dict[str, pa.Array | list[object]] | None = None,
+    metadata: dict[str, Any] | None = None,
+) -> pa.Table:
+    """Write ``table`` atomically, with ``columns`` added or replaced (same row order) and
+    ``metadata`` merged into medtune's metadata (one level deep: {"splits": {...}} updates the
+    splits it names, keeps the others). Returns the table written."""
+    for name, values in (columns or {}).items():
+        array = values if isinstance(values, pa.Array | pa.ChunkedArray) else pa.array(values)
+        if len(array) != table.num_rows:
+            raise MedtuneError(f"column {name}: {len(array)} values for {table.num_rows} rows")
+        index = table.schema.get_field_index(name)
+        table = table.set_column(index, name, array) if index >= 0 else (
+            table.append_column(name, array))  # fmt: skip
+    merged = catalog_metadata(table)
+    for key, value in (metadata or {}).items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = {**merged[key], **value}
+        else:
+            merged[key] = value
+    schema_metadata = dict(table.schema.metadata or {})
+    schema_metadata[METADATA_KEY] = json.dumps(merged, sort_keys=True).encode()
+    table = table.replace_schema_metadata(schema_metadata)
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp, compression="zstd")
+    return table

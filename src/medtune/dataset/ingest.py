@@ -279,6 +279,13 @@ def _reason_kind(reason: str) -> str:
     return reason.split(" (", 1)[0]
 
 
+def _concatenate(parts: list[Path], schema: pa.Schema, out: Path) -> None:
+    """The parts' rows, in order, as one Parquet file (one row group per part)."""
+    with atomic_path(out) as tmp, pq.ParquetWriter(tmp, schema) as writer:
+        for part in parts:
+            writer.write_table(pq.read_table(part).cast(schema))
+
+
 def _merge_if_complete(ws: Workspace, shard: ShardSpec, config: IngestConfig) -> bool:
     """Write catalog.parquet and deid/inputs.parquet once every part is complete."""
     base = ws.dataset_dir / STATE_DIR
@@ -292,21 +299,16 @@ def _merge_if_complete(ws: Workspace, shard: ShardSpec, config: IngestConfig) ->
         if progress["chunks_done"] < progress["chunks"]:
             return False
         parts.extend(base / name / f"catalog-{n:05d}.parquet" for n in range(progress["chunks"]))
-    catalog = pa.concat_tables([pq.read_table(p) for p in parts]) if parts else (
-        CATALOG_SCHEMA.empty_table())  # fmt: skip
-    inputs = pa.concat_tables(
-        [pq.read_table(p.with_name(p.name.replace("catalog-", "inputs-"))) for p in parts]
-    ) if parts else INPUTS_SCHEMA.empty_table()  # fmt: skip
-    with atomic_path(ws.catalog_path) as tmp:
-        pq.write_table(catalog, tmp)
-    with atomic_path(ws.deid_dir / "inputs.parquet") as tmp:
-        pq.write_table(inputs, tmp)
+    # Part by part, so memory does not grow with the number of inputs.
+    inputs_parts = [p.with_name(p.name.replace("catalog-", "inputs-")) for p in parts]
+    _concatenate(parts, CATALOG_SCHEMA, ws.catalog_path)
+    _concatenate(inputs_parts, INPUTS_SCHEMA, ws.deid_dir / "inputs.parquet")
     # The quarantine list a person reads: opaque input ids (see io/folder.py) and reasons.
-    quarantined = [f for f in inputs.to_pylist() if f["status"] == "quarantined"]
-    lines = ["input_id,stage,reason"] + [
-        f'{f["input_id"]},{f["stage"]},"{f["reason"].replace(chr(34), chr(39))}"'
-        for f in quarantined
-    ]
+    lines = ["input_id,stage,reason"]
+    for part in inputs_parts:
+        table = pq.read_table(part, columns=["input_id", "status", "stage", "reason"])
+        lines += [f'{f["input_id"]},{f["stage"]},"{f["reason"].replace(chr(34), chr(39))}"'
+                  for f in table.to_pylist() if f["status"] == "quarantined"]  # fmt: skip
     atomic_write_text(ws.deid_dir / "quarantine.csv", "\n".join(lines) + "\n")
     return True
 
