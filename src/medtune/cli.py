@@ -384,6 +384,8 @@ def default_key_path() -> Path:
 
 
 def _with_progress(label: str, job):  # type: ignore[no-untyped-def]
+    if not sys.stderr.isatty():  # nobody watches: no bar, and no import of rich's machinery
+        return job(lambda description, done, total: None)
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -402,8 +404,7 @@ def _with_progress(label: str, job):  # type: ignore[no-untyped-def]
     )
     # Refreshed by the job's own calls, not by rich's refresh thread: with no thread running,
     # the job may fork its workers (see medtune.parallel).
-    bar = Progress(*columns, transient=True, auto_refresh=False,
-                   disable=not sys.stderr.isatty())  # fmt: skip
+    bar = Progress(*columns, transient=True, auto_refresh=False)
     with bar:
         tasks: dict[str, int] = {}
         shown = [0.0]

@@ -644,10 +644,11 @@ def test_public_test_files_lose_names_dates_and_private_tags(options: DeidOption
 
 @pytest.mark.slow
 @pytest.mark.filterwarnings("ignore::UserWarning")
-def test_identifiers_from_raw_bytes_equal_pydicoms_parsed_values() -> None:
-    """collect_identifiers decodes unparsed values itself in plain character sets: it must
-    find exactly what it finds from pydicom's parsed values, in every public test file
-    (Latin-1, UTF-8, ISO 2022 Japanese and Korean, Greek, Hebrew... and broken ones)."""
+def test_values_read_from_raw_bytes_equal_pydicoms_parsed_values() -> None:
+    """collect_identifiers and the value mappings of deidentify decode unparsed values
+    themselves where that is safe: they must give exactly what pydicom's parsed values give,
+    in every public test file (Latin-1, UTF-8, ISO 2022 Japanese and Korean, Greek, Hebrew...
+    and broken ones)."""
     compared = 0
     for path in _public_test_files():
         try:
@@ -659,8 +660,16 @@ def test_identifiers_from_raw_bytes_equal_pydicoms_parsed_values() -> None:
         if not len(fast):
             continue
         assert collect_identifiers(fast) == collect_identifiers(parsed), path.name
+        # ... and de-identification maps unparsed UIDs, dates and ages as it maps parsed ones.
+        records = [deidentify(ds, Pseudonymizer(KEY), MEDTUNE_DEFAULT) for ds in (fast, parsed)]
+        assert records[0] == records[1], path.name
+        assert _elements(fast) == _elements(parsed), path.name
         compared += 1
     assert compared > 100
+
+
+def _elements(ds: pydicom.Dataset) -> list[tuple[int, str, str]]:
+    return [(int(e.tag), e.VR, str(e.value)) for e in ds.iterall() if e.tag != 0x7FE00010]
 
 
 def test_defaults_are_the_documented_ones() -> None:

@@ -499,8 +499,25 @@ def _apply(ds: Dataset, tag: int, action: str, vr: str, walk: _Walk) -> None:
         _clean(ds, tag, vr, walk)
 
 
+# VRs whose values are ASCII by definition, with no meaningful spaces (PS3.5 6.2).
+_ASCII_VRS = frozenset({"AS", "DA", "DT", "UI"})
+
+
 def _map_values(ds: Dataset, tag: int, change: Callable[[str], str]) -> None:
     """Apply ``change`` to each non-empty value of a string element; undecodable ones go."""
+    raw = ds._dict.get(tag)
+    if type(raw) is RawDataElement and raw.VR in _ASCII_VRS:
+        # Unparsed: split the bytes here, as pydicom would (checked against it in a test).
+        try:
+            parts = [part.strip(" \0") for part in (raw.value or b"").decode("ascii").split("\\")]
+        except UnicodeDecodeError:
+            pass  # not ASCII: pydicom's own handling below
+        else:
+            if len(parts) > 1:
+                ds[tag] = DataElement(tag, raw.VR, [change(p) if p else "" for p in parts])
+            elif parts[0]:
+                ds[tag] = DataElement(tag, raw.VR, change(parts[0]))
+            return
     try:
         elem = ds[tag]
         value = elem.value
