@@ -110,3 +110,25 @@ def test_header_longer_than_the_first_read_is_still_exported_exactly(
     assert not any(
         e.tag.group == 0x0029 for e in pydicom.dcmread(tmp_path / "out" / str(entry["file"]))
     )
+
+
+@pytest.mark.parametrize("sop", ["1.2.3", "1.2.34", "2.25.123456789012345678901234567890123"])
+def test_file_meta_encoding_equals_pydicoms(sop: str) -> None:
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.filebase import DicomBytesIO
+    from pydicom.filewriter import write_file_meta_info
+
+    from medtune.dataset.export import _encode_file_meta
+
+    meta = FileMetaDataset()
+    meta.FileMetaInformationVersion = b"\x00\x01"
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"
+    meta.MediaStorageSOPInstanceUID = sop
+    meta.TransferSyntaxUID = "1.2.840.10008.1.2.1"
+    meta.ImplementationClassUID = "1.2.826.0.1.3680043.10.1544.1"
+    meta.ImplementationVersionName = "MEDTUNE_0.1"  # odd length: padded with a space
+    expected = DicomBytesIO()
+    write_file_meta_info(expected, meta, enforce_standard=True)
+    assert _encode_file_meta(meta) == expected.getvalue()
+    del meta.ImplementationClassUID  # not the meta medtune writes: pydicom's writer decides
+    assert _encode_file_meta(meta) is None

@@ -242,7 +242,11 @@ def _encode_header(ds: pydicom.Dataset, implicit: bool) -> bytes:
     buffer = DicomBytesIO()
     buffer.write(getattr(ds, "preamble", None) or b"\0" * 128)
     buffer.write(b"DICM")
-    write_file_meta_info(buffer, ds.file_meta, enforce_standard=True)
+    meta = _encode_file_meta(ds.file_meta)
+    if meta is None:
+        write_file_meta_info(buffer, ds.file_meta, enforce_standard=True)
+    else:
+        buffer.write(meta)
     buffer.is_little_endian, buffer.is_implicit_VR = True, implicit
     same = (ds.original_encoding == (implicit, True)
             and ds.original_character_set == ds._character_set)  # fmt: skip
@@ -250,16 +254,50 @@ def _encode_header(ds: pydicom.Dataset, implicit: bool) -> bytes:
         write_dataset(buffer, ds)
         return buffer.getvalue()
     charset = ds.get("SpecificCharacterSet", default_encoding)
-    for tag in sorted(ds.keys()):
+    for tag, element in sorted(ds._dict.items(), key=lambda pair: pair[0]):
         if not tag & 0xFFFF and tag >> 16 > 6:
             continue  # retired group lengths are not written (PS3.5 7.2), as pydicom does
-        element = ds.get_item(tag)
         raw = _raw_bytes(element, implicit)
         if raw is not None:
             buffer.write(raw)
         else:
             write_data_element(buffer, ds[tag], charset)
     return buffer.getvalue()
+
+
+# The File Meta Information medtune writes (see deid.header._replace_file_meta): these VRs,
+# and the elements PS3.10 7.1 requires.
+_META_VRS = {"OB": b"\0", "UI": b"\0", "SH": b" ", "AE": b" "}  # VR -> padding byte
+_META_REQUIRED = {0x00020001, 0x00020002, 0x00020003, 0x00020010, 0x00020012}
+
+
+def _encode_file_meta(meta: pydicom.Dataset) -> bytes | None:
+    """Group 0002 in Explicit VR Little Endian, group length first, as pydicom writes it
+    (tested byte for byte); None for anything but the plain meta medtune builds, which then
+    goes through pydicom's validating writer."""
+    if not set(meta._dict) >= _META_REQUIRED:
+        return None
+    body = bytearray()
+    for tag, element in sorted(meta._dict.items(), key=lambda pair: pair[0]):
+        if tag == 0x00020000:
+            continue  # recomputed below
+        pad = _META_VRS.get(element.VR or "")
+        value = element.value
+        if type(element) is RawDataElement or pad is None:
+            return None
+        if element.VR == "OB" and isinstance(value, bytes):
+            data = value
+        elif element.VR != "OB" and isinstance(value, str) and value.isascii():
+            data = value.encode("ascii")
+        else:
+            return None
+        data += pad * (len(data) % 2)
+        head = struct.pack("<HH", tag >> 16, tag & 0xFFFF) + element.VR.encode("ascii")
+        long_form = element.VR in _LONG_VRS
+        body += head + (struct.pack("<HL", 0, len(data)) if long_form else
+                        struct.pack("<H", len(data))) + data  # fmt: skip
+    group_length = struct.pack("<HH", 2, 0) + b"UL" + struct.pack("<HL", 4, len(body))
+    return group_length + bytes(body)
 
 
 # Explicit VRs with a 4-byte length (PS3.5 7.1.2); the others have 2 bytes.
