@@ -74,3 +74,16 @@ def test_bad_flag_values_name_the_flag(capsys):
     assert main(["synth", "--out", "x", "--anatomies", "chest,hnd"]) == 1
     err = capsys.readouterr().err
     assert err.startswith("medtune: error: --anatomies: ") and "did you mean 'hand'" in err
+
+
+def test_summary_to_a_pipe_is_plain_aligned_text(capsys):
+    from types import SimpleNamespace
+
+    from medtune.cli import _print_summary
+
+    summary = SimpleNamespace(
+        tables={"files": [["inputs", "written"], [12, 9]]}, lines=["log: somewhere"]
+    )
+    _print_summary(summary)  # pytest's capture is not a terminal
+    out = capsys.readouterr().out.splitlines()
+    assert out == ["files", "  inputs  written", "  12            9", "log: somewhere"]

@@ -422,6 +422,18 @@ def _with_progress(label: str, job):  # type: ignore[no-untyped-def]
 
 
 def _print_summary(summary) -> None:  # type: ignore[no-untyped-def]
+    if not sys.stdout.isatty():  # a log or a pipe: plain aligned text, and no rich to import
+        for title, rows in summary.tables.items():
+            cells = [[str(cell) for cell in row] for row in rows]
+            widths = [max(len(row[i]) for row in cells) for i in range(len(cells[0]))]
+            print(title)
+            for row in cells:
+                pairs = zip(row[1:], widths[1:], strict=True)
+                aligned = [row[0].ljust(widths[0])] + [cell.rjust(width) for cell, width in pairs]
+                print("  " + "  ".join(aligned))
+        for line in summary.lines:
+            print(line)
+        return
     from rich.console import Console
     from rich.table import Table
 

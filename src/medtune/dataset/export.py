@@ -12,6 +12,7 @@ logged. ``OUT/quarantine.csv`` lists the inputs that were not written, with reas
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import os
@@ -106,9 +107,6 @@ _STATE: dict[str, object] = {}
 
 
 def _init(config: IngestConfig, key: bytes, root: Path, out: Path) -> None:
-    import cv2
-
-    cv2.setNumThreads(1)
     _STATE.update(ctx=ItemContext(config, Pseudonymizer(key), root), out=out)
 
 
@@ -132,6 +130,7 @@ def _export_one(item: InputFile, ctx: ItemContext, out: Path) -> dict[str, objec
     fast = _export_header_only(item, ctx, out)
     if fast is not None:
         return fast
+    _one_cv2_thread()  # pixels are decoded from here on: one OpenCV thread per worker
     ds = read_checked(item)
     header = deidentify_header(ds, item, ctx)
     cleaned = False
@@ -161,6 +160,13 @@ def _export_one(item: InputFile, ctx: ItemContext, out: Path) -> dict[str, objec
         ds.save_as(tmp, enforce_file_format=True)
     return {"file": target.relative_to(out).as_posix(), "deid": header.deid,
             "pixels_cleaned": cleaned}  # fmt: skip
+
+
+@functools.cache
+def _one_cv2_thread() -> None:
+    import cv2
+
+    cv2.setNumThreads(1)
 
 
 def _export_header_only(item: InputFile, ctx: ItemContext, out: Path) -> dict[str, object] | None:

@@ -17,7 +17,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-import cv2
 import numpy as np
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
@@ -201,6 +200,8 @@ def _linear_display(ds: Dataset, stored: np.ndarray) -> np.ndarray | None:
         return None  # a window under 255 stored values: the table is exact
     # Shift by ceil(low) with saturation (values below it become 0), then add back the fraction:
     # beta is in [0, alpha), so a value below the window shows as 0 within one level.
+    import cv2  # here, not at the top: `medtune deid` reads no pixels and skips its import
+
     low_int = min(max(int(np.ceil(low)), 0), int(np.iinfo(stored.dtype).max))
     shifted = cv2.subtract(stored, low_int) if low_int > 0 else stored  # saturates at 0
     beta = (low_int - low) * alpha
@@ -218,6 +219,8 @@ def _first(value: object) -> float:
 
 def preprocess(display: np.ndarray, size: int) -> tuple[np.ndarray, Geometry]:
     """Fit ``display`` into a ``size`` x ``size`` square, aspect kept, padded with black."""
+    import cv2
+
     rows, cols = display.shape
     scale = size / max(rows, cols)
     new_rows, new_cols = max(round(rows * scale), 1), max(round(cols * scale), 1)
