@@ -159,7 +159,9 @@ def _run_chunk(
     workers = config.workers or os.cpu_count() or 1
     key = pseudo._key  # workers rebuild the pseudonymizer from the key, never from files
     workers = 1 if len(chunk) < 4 else workers
-    # The parent only writes shards and tables: forking it is safe (see medtune.parallel).
+    # The parent only writes shards and Parquet tables: forking it is safe (see medtune.parallel).
+    # Arrow's native thread pool, which Python's thread count does not show, re-creates itself
+    # in a forked child, and the workers never call Arrow anyway.
     yield from ordered_map(_work, chunk, workers, _init_worker, (config, key, root), start="fork",
                           batch=4)  # fmt: skip
 
