@@ -1,0 +1,1 @@
+"""Curate: turn de-identified radiology report text into per-study finding labels."""
