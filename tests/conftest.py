@@ -20,3 +20,21 @@ def synth_cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("synth-cohort") / "cohort"
     generate_cohort(SMALL_COHORT, out)
     return out
+
+
+@pytest.fixture(scope="session")
+def ingested_workspace(synth_cohort: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The small cohort ingested with its reports (read-only: copy it before changing it).
+
+    64 px images in shards of 16, so multi-shard code paths run; the root holds ``ws/`` (the
+    workspace) and ``key`` (its pseudonym key).
+    """
+    from medtune.config import IngestConfig
+    from medtune.dataset.ingest import ingest_with_reports
+
+    root = tmp_path_factory.mktemp("ingested")
+    config = IngestConfig(size=64, workers=1, shard_images=16)
+    ingest_with_reports(
+        synth_cohort / "dicom", root / "ws", config, root / "key", [synth_cohort / "reports"]
+    )
+    return root / "ws"

@@ -49,6 +49,7 @@ CATALOG_SCHEMA = pa.schema(
         ("pad_x", pa.int32()),
         ("pad_y", pa.int32()),
         ("burned_in_text", pa.bool_()),  # text was found in the pixels and blanked
+        ("phash", pa.binary(32)),  # perceptual hash of the stored image (dataset/phash.py)
         ("shard", pa.int32()),
         ("shard_file", pa.string()),  # images/<shard_file>.npy
         ("index", pa.int32()),

@@ -20,6 +20,7 @@ from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
 from medtune.config import IngestConfig
+from medtune.dataset.phash import phash
 from medtune.deid import leak
 from medtune.deid.header import (
     DeidOptions,
@@ -169,7 +170,9 @@ def _process(item: InputFile, ctx: ItemContext) -> ItemResult:
     for frame, display in zip(frame_numbers, displays, strict=True):
         image, geometry = pixels.preprocess(display, ctx.config.size)
         images.append(image)
-        rows.append(_row(ds, item, frame, header, geometry, burned, ctx))
+        row = _row(ds, item, frame, header, geometry, burned, ctx)
+        row["phash"] = phash(image)  # finds near-duplicates for the card and the split check
+        rows.append(row)
     sop = str(ds.get("SOPInstanceUID", ""))
     return ItemResult(item.input_id, "ingested", rows=rows, images=images, deid=header.deid,
                       dedup_key=sop or None)  # fmt: skip
