@@ -79,7 +79,7 @@ def test_bad_flag_values_name_the_flag(capsys):
 def test_summary_to_a_pipe_is_plain_aligned_text(capsys):
     from types import SimpleNamespace
 
-    from medtune.cli import _print_summary
+    from medtune.cli_output import print_summary as _print_summary
 
     summary = SimpleNamespace(
         tables={"files": [["inputs", "written"], [12, 9]]}, lines=["log: somewhere"]
