@@ -332,6 +332,16 @@ def deid(
     _print_summary(summary)
 
 
+def _add_curate_commands() -> None:
+    from medtune.cli_curate import COMMANDS  # typer only: keeps --help fast
+
+    for command in COMMANDS:
+        app.command()(command)
+
+
+_add_curate_commands()
+
+
 def _add_flags(
     overrides: list[str],
     pairs: tuple[tuple[str, str, object], ...],

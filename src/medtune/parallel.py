@@ -12,6 +12,7 @@ numpy and pydantic (about a second of CPU each, most of a short run on two cores
 
 from __future__ import annotations
 
+import gc
 import multiprocessing
 import sys
 import threading
@@ -45,7 +46,25 @@ def ordered_map(
         initializer(*initargs)
         yield from map(work, items)
         return
-    context = multiprocessing.get_context("fork" if start == "fork" and fork_is_safe() else "spawn")
+    forking = start == "fork" and fork_is_safe()
+    context = multiprocessing.get_context("fork" if forking else "spawn")
+    if forking:
+        # Forked workers share the parent's pages until they write to them, and the garbage
+        # collector writes into every object it scans: freezing the parent's objects keeps each
+        # worker from copying the parent's whole heap (workers had grown with the input list).
+        gc.collect()
+        gc.freeze()
+    try:
+        yield from _pooled(context, work, items, workers, initializer, initargs,
+                           max_tasks_per_child, batch)  # fmt: skip
+    finally:
+        if forking:
+            gc.unfreeze()
+
+
+def _pooled(  # type: ignore[no-untyped-def]
+    context, work, items, workers, initializer, initargs, max_tasks_per_child, batch
+) -> Iterator[Result]:
     with context.Pool(workers, initializer, initargs, maxtasksperchild=max_tasks_per_child) as pool:
         window: deque[AsyncResult[list[Result]]] = deque()
         iterator = iter(items)

@@ -8,17 +8,22 @@ any mention is positive, else uncertain if any is uncertain, else negative if an
 else not_mentioned. The rules are data, not code: users add findings, synonyms and triggers in
 YAML files of the same shape (:func:`load_rules`).
 
-What is read: with section headers in the text, only FINDINGS, IMPRESSION, CONCLUSION, SUMMARY
-(and the like) are labelled, because INDICATION, HISTORY, COMPARISON and TECHNIQUE hold clinical
-questions ("r/o pneumonia") rather than findings; without headers, the whole text is.
+What is read: with section headers in the text, FINDINGS, IMPRESSION, CONCLUSION, SUMMARY (and
+the like), because INDICATION, HISTORY, COMPARISON and TECHNIQUE hold clinical questions ("r/o
+pneumonia") rather than findings; a skipped section ends at its first blank line, and text after
+that under no header of its own is read too ("COMPARISON: None." then the body). A header counts
+at a line start, or after a sentence end when a colon follows it (exports that lost their line
+breaks). Without headers, the whole text is read.
 
-How: the text is lower-cased and its misspellings fixed once (single-edit variants of every
-vocabulary word of 7+ letters are a dict lookup), then each part of the report is scanned once by
-one compiled regex of every finding, trigger and region phrase (a character trie, so the engine
-branches on one character rather than trying hundreds of alternatives); finding patterns written
-as regexes run only where the word they start with is present. Nothing is compiled per report,
-and report text is never logged. ``benchmarks/bench_label.py`` measures the speed (target: 2,000
-reports/s on one core).
+How: each part is cut into sentences, and each sentence is labelled on its own, once: reports
+repeat sentences ("No pneumothorax.") far more than they vary, so a sentence seen before costs a
+dict lookup (:meth:`Rules.sentences`, bounded). New sentences are lower-cased, their misspellings
+fixed (single-edit variants of every vocabulary word of 7+ letters are a dict lookup), and
+scanned together by one compiled regex of every finding, trigger and region phrase (a character
+trie, so the engine branches on one character rather than trying hundreds of alternatives);
+finding patterns written as regexes are tried only where the word they start with is. Report
+text is never logged. ``benchmarks/bench_label.py`` measures the speed (target: 2,000 reports/s
+on one core).
 
 Not covered: negation across sentences ("Pneumothorax? No."), double negatives, temporal
 reasoning beyond pseudo-negations ("previously seen effusion" counts as a mention), and the
@@ -35,9 +40,7 @@ from dataclasses import dataclass
 from functools import cache
 from importlib import resources
 from pathlib import Path
-from re import _constants as sre_constants
-from re import _parser as sre_parse
-from typing import Any, TypeVar
+from typing import Any
 
 import yaml
 
@@ -54,17 +57,26 @@ _NAME = re.compile(r"[a-z][a-z0-9_]*\Z")
 _WORD = re.compile(r"\w+")
 # Sentence ends: punctuation followed by a space, or a line end. One character class first, so the
 # engine scans for it in C; what follows is checked in Python.
-# A period after "vs", "dr", "e.g", "i.e" ends no sentence, nor one inside "1.5 cm".
+# A period after "vs", "dr", "e.g", "i.e" ends no sentence, nor one inside "1.5 cm"; nor does a
+# "?" that opens a sentence: it is a query ("? early consolidation").
 _SENTENCE_BREAK = re.compile(
-    r"[.;!?\n](?:(?<=\n)|(?<!\bvs\.)(?<!\bdr\.)(?<!\be\.g\.)(?<!\bi\.e\.)[.;!?]*(?=\s|\Z))"
+    r"[.;!?\n](?:(?<=\n)|(?<!\bvs\.)(?<!\bdr\.)(?<!\be\.g\.)(?<!\bi\.e\.)"
+    r"(?<![\n.;:!?]\?)(?<![\n.;:!?] \?)[.;!?]*(?=\s|\Z))"
 )
-# A structured-report line label ("Heart:", "Lungs and pleura:"): not part of the sentence.
+# A structured-report line label ("Heart:", "Lungs and pleura:"): not part of the sentence,
+# unless answered in one word: "Pneumothorax: none." (the label names what is absent).
 _SUBLABEL = re.compile(r"\s*(?:[-*•]\s*)?[a-z][a-z /&,-]{0,30}:(?=\s|$)")
+_ANSWER = re.compile(r"(none|no|negative|absent|nil|not seen|not present|not identified)\W*")
+_JOIN = "\x1f"  # between sentences labelled together: no phrase matches across it
+_TEXT_START = re.compile(r"\S")
+_PARAGRAPH_BREAK = re.compile(r"\n[ \t]*\n")
 # Mentions that continue a list: "no X, Y, or Z" carries the negation from X to Z.
 _GLUE = re.compile(r"\s*,?\s*(?:(?:and/or|and|or|nor)\s+(?:[a-z-]+\s+){0,2})?|\s*/\s*")
 _END = r"(?:(?!\w)|(?<!\w))"  # a phrase ends at a word boundary, or in punctuation ("?")
 _CACHE_LIMIT = 50_000
-_T = TypeVar("_T")
+# A labelled mention of a sentence, offsets relative to the sentence in the original text:
+# (finding, start, end, sentence start, sentence end, status, trigger, region).
+_Found = tuple[str, int, int, int, int, str, str | None, str | None]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -104,6 +116,7 @@ class Rules:
         self.typo_word = re.compile(rf"[a-z]{{{max(shortest, 1)},}}")
         self.typo_keys = frozenset(self.typos)
         self._compile_scan()
+        self._sentences: dict[str, tuple[_Found, ...]] = {}
 
     def _compile_scan(self) -> None:
         """One trie scan per report part for finding, exclusion, trigger and region phrases
@@ -146,6 +159,8 @@ class Rules:
         self.mention_regexes = [_Gated(p) for p in regexes]
         self._exclude_lit = exclude_lit
         self.exclude_regexes = [_Gated(p) for p in exclude_re]
+        self.mention_gated = _GatedSet(self.mention_regexes)
+        self.exclude_gated = _GatedSet(self.exclude_regexes)
         self._meaning: dict[str, tuple[tuple[str, str | None], ...]] = {}
         words = {w for phrase in literal for w in _WORD.findall(phrase)}
         for pattern in regexes:
@@ -183,11 +198,13 @@ class Rules:
     def _compile_sections(self, sections: dict[str, list[str]]) -> None:
         keep = {_squash(s) for s in sections["keep"]}
         skip = {_squash(s) for s in sections["skip"]}
-        self.keep_sections = frozenset(keep)
+        # A header starts a line, or follows a sentence end when it has a colon: a report
+        # whose line breaks were lost in an export ("... r/o pneumonia. FINDINGS: ...").
+        # One character class first, so the engine scans for it in C.
         self.header_re = re.compile(
-            # A newline first (the work text starts with one): the engine jumps between lines.
-            rf"\n[ \t]*(?:\d+[.)][ \t]*)?(?P<name>{_trie(keep | skip)})"
-            r"(?:[ \t]*(?:/|&|and)[ \t]*[a-z]+(?:[ \t]+[a-z]+)?)?[ \t]*(?::|$)",
+            rf"[\n.;](?:(?<=\n)(?P<line>)[ \t]*(?:\d+[.)][ \t]*)?|(?<=[.;])[ \t]+)"
+            rf"(?:(?P<keep>{_trie(keep)})|{_trie(skip - keep)})"
+            r"(?:[ \t]*(?:/|&|and)[ \t]*[a-z]+(?:[ \t]+[a-z]+)?)?[ \t]*(?::|(?(line)$|(?!)))",
             re.M,
         )
 
@@ -215,11 +232,28 @@ class Rules:
         self._meaning[phrase] = found
         return found
 
-    def regexes_for(self, present: set[str], regexes: list[_Gated]) -> list[_Gated]:
-        """The user regexes worth running: their start word is in the text, or is unknown."""
-        if not present:
-            return [r for r in regexes if r.gates is None]
-        return [r for r in regexes if r.gates is None or not r.gates.isdisjoint(present)]
+    def sentences(self, texts: list[str]) -> list[tuple[_Found, ...]]:
+        """The labelled mentions of each sentence of a report (``texts``, as written).
+
+        Remembered: reports repeat sentences ("No pneumothorax.", "The lungs are clear.") far
+        more than they vary, and a sentence is labelled the same wherever it appears. The new
+        ones are labelled together, in one scan.
+        """
+        memo = self._sentences
+        new = list(dict.fromkeys(t for t in texts if t not in memo))
+        if not new:
+            return [memo[t] for t in texts]
+        fresh = dict(zip(new, _label_sentences(new, self), strict=True))
+        out = [fresh[t] if t in fresh else memo[t] for t in texts]
+        if len(memo) + len(fresh) > _CACHE_LIMIT:  # bounded: reports vary without end
+            memo.clear()
+        memo.update(fresh)
+        return out
+
+    def clear_cache(self) -> None:
+        """Forget the sentences labelled so far (to time labelling from cold)."""
+        self._sentences.clear()
+        self._meaning.clear()
 
     def region_name(self, hint: str, original: str) -> str | None:
         """The hint a region match stands for; "L"/"R" only count when written in capitals."""
@@ -490,52 +524,132 @@ class _Hit:
 
 
 class _Gated:
-    """A user regex, skipped when none of the words it must start with is in the text.
+    """A user regex, tried only where one of the words it must start with is.
 
     Most patterns start with one of a few words ("heart", "cardiac"), found for all patterns at
-    once by the phrase scan (Rules.regexes_for); a pattern whose start cannot be read always runs.
+    once by the phrase scan; a pattern whose start cannot be read runs over the whole text.
     """
 
     def __init__(self, pattern: str) -> None:
-        self._regex = re.compile(f"(?:{pattern}){_END}")
+        self.regex = re.compile(f"(?:{pattern}){_END}")
         words = _leading_words(pattern)
         self.gates = frozenset(_squash(w) for w in words) if words else None
 
     def spans(self, work: str, a: int, b: int) -> list[tuple[int, int]]:
-        return [m.span() for m in self._regex.finditer(work, a, b) if _starts_word(work, m.start())]
+        return [m.span() for m in self.regex.finditer(work, a, b) if _starts_word(work, m.start())]
+
+
+class _GatedSet:
+    """Regexes by their start words, and those without, for :func:`_regex_spans`."""
+
+    def __init__(self, regexes: list[_Gated]) -> None:
+        self.always = [r for r in regexes if r.gates is None]
+        self.by_gate: dict[str, list[_Gated]] = {}
+        for regex in regexes:
+            for gate in regex.gates or ():
+                self.by_gate.setdefault(gate, []).append(regex)
+
+
+def _regex_spans(
+    work: str, a: int, b: int, at: list[tuple[int, frozenset[str]]], regexes: _GatedSet
+) -> list[tuple[int, int]]:
+    """Matches of ``regexes`` in work[a:b]: each tried where the scan found its start word
+    (``at``: position, words), those without one over everything."""
+    out = [span for regex in regexes.always for span in regex.spans(work, a, b)]
+    for pos, gates in at:
+        tried: set[int] = set()
+        for gate in gates:
+            for regex in regexes.by_gate.get(gate, ()):
+                if id(regex) not in tried:
+                    tried.add(id(regex))
+                    m = regex.regex.match(work, pos, b)
+                    if m:
+                        out.append(m.span())
+    return out
 
 
 def _leading_words(pattern: str) -> tuple[str, ...] | None:
-    """The literal text every match of ``pattern`` starts with, per alternative, if known."""
-    try:
-        parsed = sre_parse.parse(pattern)
-    except re.error:
-        return None
-    found = _first_literals(list(parsed))
+    """The literal text every match of ``pattern`` starts with, per alternative, if readable.
+
+    Reads the plain shapes rule files use: literal words, escaped punctuation, and groups of
+    alternatives at the start ("(?:heart|cardiac\\s+size)\\s+..." gives "cardiac", "heart").
+    Anything else at the start (a class, a quantifier, a lookaround, flags) gives None: the
+    pattern then always runs, which is slower but never wrong.
+    """
+    found = _first_literals(pattern, 0, len(pattern))
     return tuple(sorted(found)) if found else None
 
 
-def _first_literals(items: list[Any]) -> set[str] | None:
-    if not items:
-        return None
-    op, av = items[0]
-    if op is sre_constants.LITERAL:
-        chars = []
-        for item_op, item_av in items:
-            if item_op is not sre_constants.LITERAL:
-                break
-            chars.append(chr(item_av))
-        return {"".join(chars)}
-    if op is sre_constants.SUBPATTERN:
-        return _first_literals(list(av[3]))
-    if op is sre_constants.BRANCH:
-        out: set[str] = set()
-        for alternative in av[1]:
-            found = _first_literals(list(alternative))
+def _first_literals(pattern: str, a: int, b: int) -> set[str] | None:
+    """Union of the literal starts of the alternatives of pattern[a:b]; None if one has none."""
+    out: set[str] = set()
+    depth = 0
+    i = start = a
+    while i <= b:
+        if i == b or (pattern[i] == "|" and depth == 0):
+            found = _literal_start(pattern, start, i)
             if not found:
                 return None
             out |= found
-        return out
+            start = i + 1
+        elif pattern[i] in "()":
+            depth += 1 if pattern[i] == "(" else -1
+        i = _next_atom(pattern, i) if i < b else i + 1
+    return out
+
+
+def _literal_start(pattern: str, a: int, b: int) -> set[str] | None:
+    """The literal text one alternative, pattern[a:b], starts with."""
+    if pattern.startswith("(", a):
+        inner = a + 3 if pattern.startswith("(?:", a) else a + 1
+        if pattern.startswith("(?", a) and inner == a + 1:
+            return None  # a lookaround, flags or a named group
+        close = _closing(pattern, a, b)
+        if close is None or pattern[close + 1 : close + 2] in ("*", "+", "?", "{"):
+            return None  # an optional or repeated group may not be there at all
+        return _first_literals(pattern, inner, close)
+    chars = []
+    i = a
+    while i < b:
+        char, after = pattern[i], i + 1
+        if char == "\\":
+            if i + 1 >= b or pattern[i + 1].isalnum():
+                break  # \\s, \\w, \\b, \\d: classes and anchors, not literal text
+            char, after = pattern[i + 1], i + 2
+        elif char in ".^$*+?{}[]|()":
+            break
+        if pattern[after : after + 1] in ("*", "+", "?", "{"):
+            break  # "lungs?" starts with "lung"
+        chars.append(char)
+        i = after
+    return {"".join(chars)} if chars else None
+
+
+def _next_atom(pattern: str, i: int) -> int:
+    """The index after the escape or character class at ``i`` (or after the character)."""
+    if pattern[i] == "\\":
+        return i + 2
+    if pattern[i] != "[":
+        return i + 1
+    j = i + 1
+    if pattern.startswith("^", j):
+        j += 1
+    if pattern.startswith("]", j):  # a "]" first in a class is a literal
+        j += 1
+    while j < len(pattern) and pattern[j] != "]":
+        j += 2 if pattern[j] == "\\" else 1
+    return j + 1
+
+
+def _closing(pattern: str, a: int, b: int) -> int | None:
+    """The index of the parenthesis closing the one at ``a``."""
+    depth, i = 0, a
+    while i < b:
+        if pattern[i] in "()":
+            depth += 1 if pattern[i] == "(" else -1
+            if depth == 0:
+                return i
+        i = _next_atom(pattern, i)
     return None
 
 
@@ -574,17 +688,6 @@ def _edits(word: str, letters: str) -> set[str]:
 # Labelling.
 
 
-@dataclass(slots=True)
-class _Mention:
-    start: int
-    end: int
-    targets: tuple[tuple[str, str | None], ...]  # (finding, its own status or None), sorted
-    fixed: bool  # every target has its own status: triggers inside it do not count
-    pre: tuple[str, str] | None = None  # (status, trigger) from a trigger before the mention
-    post: tuple[str, str] | None = None  # (status, trigger) from a trigger after it
-    pre_seen: bool = False  # a pre-side trigger or terminator was nearest, even if it gave none
-
-
 @dataclass(frozen=True)
 class _Trigger:
     start: int
@@ -593,19 +696,37 @@ class _Trigger:
     roles: frozenset[str]
 
 
+@dataclass(slots=True)
+class _Mention:
+    start: int
+    end: int
+    targets: tuple[tuple[str, str | None], ...]  # (finding, its own status or None), sorted
+    fixed: bool  # every target has its own status: triggers inside it do not count
+    pre: tuple[str, _Trigger] | None = None  # (status, trigger) from a trigger before the mention
+    post: tuple[str, _Trigger] | None = None  # (status, trigger) from a trigger after it
+    pre_seen: bool = False  # a pre-side trigger or terminator was nearest, even if it gave none
+
+
+def _lower(text: str) -> str:
+    """``text`` lower-cased, character for character (offsets stay those of ``text``)."""
+    lowered = text.lower()
+    if len(lowered) != len(text):  # a few Unicode capitals lower to two characters
+        lowered = "".join(c.lower() if len(c.lower()) == 1 else c for c in text)
+    return lowered
+
+
 class _Text:
-    """The report lower-cased with typos fixed, and the way back to the original offsets."""
+    """Text lower-cased with typos fixed, and the ways between its offsets and the original's."""
 
     def __init__(self, text: str, rules: Rules) -> None:
-        lowered = text.lower()
-        if len(lowered) != len(text):  # a few Unicode capitals lower to two characters
-            lowered = "".join(c.lower() if len(c.lower()) == 1 else c for c in text)
+        lowered = _lower(text)
         self.original = text
         self._ends: list[int] = []  # work offsets where a replaced word ends
         self._shifts: list[int] = []  # original minus work offset from that point on
+        self._orig_ends: list[int] = []  # the same points as original offsets
         pieces: list[str] = []
         last = length = shift = 0
-        # Most reports have no typo: a set intersection in C says so without a Python loop.
+        # Most sentences have no typo: a set intersection in C says so without a Python loop.
         typos = rules.typo_keys.intersection(rules.typo_word.findall(lowered))
         for m in rules.typo_word.finditer(lowered) if typos else ():
             fixed = rules.typos.get(m.group())
@@ -616,6 +737,7 @@ class _Text:
             shift += len(m.group()) - len(fixed)
             self._ends.append(length)
             self._shifts.append(shift)
+            self._orig_ends.append(m.end())
             last = m.end()
         # A leading newline: every word then follows a non-word character (see _Scan).
         self.work = "\n" + ("".join([*pieces, lowered[last:]]) if pieces else lowered)
@@ -628,32 +750,62 @@ class _Text:
         i = bisect.bisect_right(self._ends, pos) - 1
         return pos + (self._shifts[i] if i >= 0 else 0)
 
+    def work_pos(self, pos: int) -> int:
+        """The offset in the work text of offset ``pos`` of the original (outside any word)."""
+        if not self._ends:
+            return pos + 1
+        i = bisect.bisect_right(self._orig_ends, pos) - 1
+        return pos + 1 - (self._shifts[i] if i >= 0 else 0)
+
 
 _NOT_MENTIONED = Label("not_mentioned", ())
+# Aggregation, the CheXpert labeler's rule: positive if any mention is, else uncertain, else
+# negative.
+_RANK = {"positive": 3, "uncertain": 2, "negative": 1}
+_BY_RANK = ("not_mentioned", "negative", "uncertain", "positive")
 
 
 def label_report(text: str, rules: Rules) -> dict[str, Label]:
-    """One :class:`Label` per finding of ``rules.findings`` for the report ``text``."""
-    doc = _Text(text, rules)
+    """One :class:`Label` per finding of ``rules.findings`` for the report ``text``.
+
+    The report is cut into the sections worth reading and those into sentences; each sentence
+    is labelled on its own (:meth:`Rules.sentences`) and its mentions are added up per finding.
+    """
+    work = "\n" + _lower(text)  # work offset = text offset + 1, as in _Text
+    spans = []
+    for a, b in _read_ranges(work, rules):
+        ends = [m.end() for m in _SENTENCE_BREAK.finditer(work, a, b)]
+        ends.append(b)
+        spans += zip([a - 1, *[e - 1 for e in ends[:-1]]], [e - 1 for e in ends], strict=True)
     found: dict[str, list[Evidence]] = {}
-    for a, b in _read_ranges(doc.work, rules):
-        hits = _scan(doc, a, b, rules)
-        mentions = _mentions(doc.work, a, b, hits, rules)
-        if not mentions:
-            continue
-        for (s0, s1), group in _by_sentence(doc.work, a, b, mentions):
-            for finding, evidence in _label_sentence(doc, s0, s1, group, hits):
-                found.setdefault(finding, []).append(evidence)
-    labels = {f: _aggregate(found[f]) if f in found else _NOT_MENTIONED for f in rules.findings}
+    best: dict[str, int] = {}  # finding -> rank of its strongest status so far
+    labelled = rules.sentences([text[a:b] for a, b in spans])
+    for (base, _), mentions in zip(spans, labelled, strict=True):
+        for finding, start, end, t0, t1, status, trigger, region in mentions:
+            # A frozen dataclass built without its __init__, which sets each field through
+            # object.__setattr__ and would cost as much as the rest of a warm report.
+            evidence = object.__new__(Evidence)
+            evidence.__dict__.update(start=base + start, end=base + end,
+                                     sentence=(base + t0, base + t1), status=status,
+                                     trigger=trigger, region=region)  # fmt: skip
+            if finding in found:
+                found[finding].append(evidence)
+                best[finding] = max(best[finding], _RANK[status])
+            else:
+                found[finding] = [evidence]
+                best[finding] = _RANK[status]
+    labels = {
+        f: _label(_BY_RANK[best[f]], tuple(found[f])) if f in found else _NOT_MENTIONED
+        for f in rules.findings
+    }
     _settle_no_finding(labels)
     return labels
 
 
-def _aggregate(evidence: list[Evidence]) -> Label:
-    """Positive if any mention is, else uncertain, else negative (the CheXpert labeler's rule)."""
-    statuses = {e.status for e in evidence}
-    status = next((s for s in ("positive", "uncertain", "negative") if s in statuses), None)
-    return _frozen(Label, status=status or "not_mentioned", evidence=tuple(evidence))
+def _label(status: str, evidence: tuple[Evidence, ...]) -> Label:
+    label = object.__new__(Label)  # as for Evidence above
+    label.__dict__.update(status=status, evidence=evidence)
+    return label
 
 
 def _settle_no_finding(labels: dict[str, Label]) -> None:
@@ -669,43 +821,113 @@ def _settle_no_finding(labels: dict[str, Label]) -> None:
 
 
 def _read_ranges(work: str, rules: Rules) -> list[tuple[int, int]]:
-    """The parts of the report to label: kept sections if there are headers, else everything."""
+    """The parts of the report to label.
+
+    Without headers, everything. With headers, the kept sections, what comes before the first
+    header (see below), and what follows a skipped section's first paragraph: a report body
+    under no header of its own ("COMPARISON: None.\\n\\nLungs are clear.").
+    """
     headers = list(rules.header_re.finditer(work))
     if not headers:
         return [(0, len(work))]
-    ends = [h.start() for h in headers[1:]] + [len(work)]
-    kept = [
-        (h.end(), end)
-        for h, end in zip(headers, ends, strict=True)
-        if _squash(h.group("name")) in rules.keep_sections
-    ]
-    if kept:
-        return kept
-    # Headers, but none of the kept kinds: read what comes before the first (skipped) one.
-    return [(0, headers[0].start())] if headers[0].start() > 0 else []
+    # A header found after a sentence end starts after its punctuation (see Rules.header_re).
+    starts = [h.start() + (work[h.start()] != "\n") for h in headers]
+    starts.append(len(work))
+    # What comes before the first header is read when nothing else is, or when that header
+    # follows a sentence on its line: the text before it is then report body, not a banner.
+    inline = work[headers[0].start()] != "\n"
+    kept = any(h.group("keep") for h in headers)
+    ranges = [(0, starts[0])] if starts[0] > 0 and (inline or not kept) else []
+    for i, h in enumerate(headers):
+        if h.group("keep"):
+            ranges.append((h.end(), starts[i + 1]))
+        elif body := _after_first_paragraph(work, h.end(), starts[i + 1]):
+            ranges.append((body, starts[i + 1]))
+    return ranges
+
+
+def _after_first_paragraph(work: str, a: int, b: int) -> int | None:
+    """Where the text of work[a:b] goes on after a blank line, if it does."""
+    text = _TEXT_START.search(work, a, b)
+    gap = _PARAGRAPH_BREAK.search(work, text.start(), b) if text else None
+    return gap.end() if gap else None
+
+
+def _label_sentences(texts: list[str], rules: Rules) -> list[tuple[_Found, ...]]:
+    """Label sentences each on its own, in one scan of them all (per-call costs of the regex
+    engine and of Python, paid per sentence, would cost more than the labelling)."""
+    doc = _Text(_JOIN.join(texts), rules)
+    hits = _scan(doc, 0, len(doc.work), rules)
+    mentions = _mentions(doc.work, 0, len(doc.work), hits, rules)
+    out: list[tuple[_Found, ...]] = [()] * len(texts)
+    if not mentions:
+        return out
+    bases = list(itertools.accumulate((len(t) + len(_JOIN) for t in texts[:-1]), initial=0))
+    starts = [doc.work_pos(base) for base in bases]
+    groups: dict[int, list[_Mention]] = {}
+    for mention in mentions:
+        i = bisect.bisect_right(starts, mention.start) - 1
+        if mention.end <= doc.work_pos(bases[i] + len(texts[i])):
+            groups.setdefault(i, []).append(mention)
+    for i, group in groups.items():
+        bounds = (starts[i], doc.work_pos(bases[i] + len(texts[i])))
+        out[i] = _label_sentence(doc, bounds, bases[i], group, hits, rules)
+    return out
+
+
+def _label_sentence(
+    doc: _Text, bounds: tuple[int, int], base: int, mentions: list[_Mention], hits: _Hits,
+    rules: Rules,
+) -> tuple[_Found, ...]:  # fmt: skip
+    """The labelled mentions of the sentence doc.work[bounds], offsets relative to ``base``,
+    its start in the original text."""
+    work, (w0, w1) = doc.work, bounds
+    label = _SUBLABEL.match(work, w0, w1)
+    s0, s1 = _trim(work, label.end() if label else w0, w1)
+    answer = _ANSWER.fullmatch(work, s0, s1) if label and s0 < s1 else None
+    if answer:  # "Pneumothorax: none." - the line label names what is absent
+        trigger = _Trigger(answer.start(1), answer.end(1), answer.group(1), frozenset({"neg"}))
+        mentions = [m for m in mentions if m.end <= label.end()]
+        for mention in mentions:
+            mention.post = ("negative", trigger)
+        s0 = _trim(work, w0, s1)[0]
+    else:
+        mentions = [m for m in mentions if m.start >= s0 and m.end <= s1]
+        _apply_triggers(work, mentions, _triggers(s0, s1, hits, mentions), rules)
+    regions = [r for r in hits.regions if s0 <= r[0] and r[1] <= s1]
+    t0, t1 = doc.orig(s0) - base, doc.orig(s1) - base
+    out = []
+    for mention in mentions:
+        status, trigger_text = _status(mention)
+        region = _nearest(regions, mention)
+        start, end = doc.orig(mention.start) - base, doc.orig(mention.end) - base
+        for finding, fixed in mention.targets:
+            out.append((finding, start, end, t0, t1, fixed or status,
+                        None if fixed else trigger_text, region))  # fmt: skip
+    return tuple(out)
 
 
 @dataclass
 class _Hits:
-    """What the scan found in one part of the report."""
+    """What the scan found."""
 
     mentions: list[tuple[int, int]]
     blocked: list[tuple[int, int]]
     triggers: list[_Trigger]
     regions: list[tuple[int, int, str]]
-    gates: set[str]
-    rules: Rules
+    gates: list[tuple[int, frozenset[str]]]  # where the start words of user regexes are
 
 
 def _scan(doc: _Text, a: int, b: int, rules: Rules) -> _Hits:
     work, size = doc.work, len(doc.work)
-    hits = _Hits([], [], [], [], set(), rules)
+    hits = _Hits([], [], [], [], [])
     for start, end in rules.scan.spans(work, a, b):
         text = work[start:end]
         info = rules.hit_info.get(text) or rules.hit_info.get(_squash(text))
         if info is None:
             continue
-        hits.gates |= info.gates
+        if info.gates:
+            hits.gates.append((start, info.gates))
         if end < size and work[end].isalnum() and work[end - 1].isalnum():
             continue  # a regex start word inside a longer word: nothing else
         if info.mention:
@@ -725,14 +947,10 @@ def _scan(doc: _Text, a: int, b: int, rules: Rules) -> _Hits:
 
 def _mentions(work: str, a: int, b: int, hits: _Hits, rules: Rules) -> list[_Mention]:
     """Finding phrases in work[a:b], leftmost-longest, none inside an excluded phrase."""
-    spans = list(hits.mentions)
-    for regex in rules.regexes_for(hits.gates, rules.mention_regexes):
-        spans += regex.spans(work, a, b)
+    spans = hits.mentions + _regex_spans(work, a, b, hits.gates, rules.mention_gated)
     if not spans:
         return []
-    blocked = list(hits.blocked)
-    for regex in rules.regexes_for(hits.gates, rules.exclude_regexes):
-        blocked += regex.spans(work, a, b)
+    blocked = hits.blocked + _regex_spans(work, a, b, hits.gates, rules.exclude_gated)
     spans.sort(key=lambda span: (span[0], -span[1]))
     out: list[_Mention] = []
     last = -1
@@ -747,34 +965,8 @@ def _mentions(work: str, a: int, b: int, hits: _Hits, rules: Rules) -> list[_Men
     return out
 
 
-def _by_sentence(
-    work: str, a: int, b: int, mentions: list[_Mention]
-) -> Iterator[tuple[tuple[int, int], list[_Mention]]]:
-    """The sentences of work[a:b] that hold mentions, each with its mentions.
-
-    A mention in a line label ("Support devices:") or across a sentence end is dropped.
-    """
-    # A sentence keeps its closing punctuation ("Pneumonia?"); a line end is trimmed away.
-    ends = [m.end() for m in _SENTENCE_BREAK.finditer(work, a, b)]
-    ends.append(b)
-    bounds = list(zip([a, *ends[:-1]], ends, strict=True))
-    groups: dict[int, list[_Mention]] = {}
-    for mention in mentions:
-        i = bisect.bisect_left(ends, mention.end)
-        if i < len(bounds) and mention.start >= bounds[i][0]:
-            groups.setdefault(i, []).append(mention)
-    for i, group in groups.items():
-        s0, s1 = _trim(work, *bounds[i])
-        kept = [m for m in group if m.start >= s0 and m.end <= s1]
-        if kept:
-            yield (s0, s1), kept
-
-
 def _trim(work: str, a: int, b: int) -> tuple[int, int]:
-    """A sentence without surrounding space and without a leading line label ("Heart:")."""
-    label = _SUBLABEL.match(work, a, b)
-    if label:
-        a = label.end()
+    """work[a:b] without surrounding space."""
     while a < b and work[a].isspace():
         a += 1
     while b > a and work[b - 1].isspace():
@@ -789,39 +981,19 @@ def _starts_word(work: str, pos: int) -> bool:
     )
 
 
-def _label_sentence(
-    doc: _Text, s0: int, s1: int, mentions: list[_Mention], hits: _Hits
-) -> Iterator[tuple[str, Evidence]]:
-    work, rules = doc.work, hits.rules
-    triggers = _triggers(s0, s1, hits, mentions)
-    for i, mention in enumerate(mentions):
-        lo = mentions[i - 1].end if i else s0
-        hi = mentions[i + 1].start if i + 1 < len(mentions) else s1
-        if triggers:
+def _apply_triggers(
+    work: str, mentions: list[_Mention], triggers: list[_Trigger], rules: Rules
+) -> None:
+    """Each mention's status from the triggers around it, then along lists of mentions."""
+    if triggers:
+        for i, mention in enumerate(mentions):
+            lo = mentions[i - 1].end if i else 0
+            hi = mentions[i + 1].start if i + 1 < len(mentions) else len(work)
             before = [t for t in triggers if t.start >= lo and t.end <= mention.end]
             after = [t for t in triggers if t.start >= mention.end and t.end <= hi]
             _apply_pre(work, mention, before, rules)
             _apply_post(work, mention, after, rules)
     _distribute(work, mentions)
-    regions = [r for r in hits.regions if s0 <= r[0] and r[1] <= s1]
-    sentence = (doc.orig(s0), doc.orig(s1))
-    for mention in mentions:
-        status, trigger = _status(mention)
-        region = _nearest(regions, mention)
-        start, end = doc.orig(mention.start), doc.orig(mention.end)
-        for finding, fixed in mention.targets:
-            evidence = _frozen(Evidence, start=start, end=end, sentence=sentence,
-                               status=fixed or status, trigger=None if fixed else trigger,
-                               region=region)  # fmt: skip
-            yield finding, evidence
-
-
-def _frozen(cls: type[_T], **fields: Any) -> _T:
-    """A frozen dataclass instance without its __init__, which sets each field through
-    object.__setattr__ and costs as much as labelling a sentence; the object is the same."""
-    instance = object.__new__(cls)
-    instance.__dict__.update(fields)
-    return instance
 
 
 def _triggers(s0: int, s1: int, hits: _Hits, mentions: list[_Mention]) -> list[_Trigger]:
@@ -848,8 +1020,7 @@ def _apply_pre(work: str, mention: _Mention, candidates: list[_Trigger], rules: 
         gap = len(_WORD.findall(work, nearest.end, mention.start))
         if gap > rules.window_pre:
             return
-    status = "uncertain" if "unc_pre" in roles else "negative"
-    mention.pre = (status, nearest.text)
+    mention.pre = ("uncertain" if "unc_pre" in roles else "negative", nearest)
 
 
 def _apply_post(work: str, mention: _Mention, candidates: list[_Trigger], rules: Rules) -> None:
@@ -863,18 +1034,27 @@ def _apply_post(work: str, mention: _Mention, candidates: list[_Trigger], rules:
         return
     if len(_WORD.findall(work, mention.end, nearest.start)) > rules.window_post:
         return
-    mention.post = ("uncertain" if "unc_post" in roles else "negative", nearest.text)
+    mention.post = ("uncertain" if "unc_post" in roles else "negative", nearest)
 
 
 def _distribute(work: str, mentions: list[_Mention]) -> None:
-    """Carry a trigger along a list: "no X, Y or Z" (forward), "X and Y have resolved" (back)."""
+    """Carry a trigger along a list: "no X, Y or Z" (forward), "X and Y have resolved" (back).
+
+    A trigger between two mentions ("A versus B") is about those two: it is not carried back
+    to the mentions before them ("opacity, atelectasis versus pneumonia").
+    """
     for prev, cur in itertools.pairwise(mentions):
         carry = cur.pre is None and not cur.pre_seen and prev.pre and not prev.fixed
         if carry and _GLUE.fullmatch(work, prev.end, cur.start):
             cur.pre = prev.pre
-    for cur, nxt in reversed(list(itertools.pairwise(mentions))):
-        carry = cur.post is None and nxt.post and not nxt.fixed
-        if carry and _GLUE.fullmatch(work, cur.end, nxt.start):
+    for k in range(len(mentions) - 2, -1, -1):
+        cur, nxt = mentions[k], mentions[k + 1]
+        if cur.post is not None or nxt.post is None or nxt.fixed:
+            continue
+        after = mentions[k + 2] if k + 2 < len(mentions) else None
+        if after is not None and after.pre is not None and after.pre[1] is nxt.post[1]:
+            continue
+        if _GLUE.fullmatch(work, cur.end, nxt.start):
             cur.post = nxt.post
 
 
@@ -884,7 +1064,7 @@ def _status(mention: _Mention) -> tuple[str, str | None]:
     for wanted in ("uncertain", "negative"):
         for status, trigger in found:
             if status == wanted:
-                return status, trigger
+                return status, trigger.text
     return "positive", None
 
 

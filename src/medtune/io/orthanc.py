@@ -37,6 +37,7 @@ STATE_FILE = "state.json"
 LOG_FILE = "orthanc.log"
 CONFIG_FILE = "config.json"
 START_TIMEOUT_S = 30.0
+PORT_ATTEMPTS = 3  # fresh port picks when Orthanc exits on start
 STOP_TIMEOUT_S = 15.0
 
 # Where Debian and upstream builds put the DICOMweb plugin; `dpkg -L` is asked when none exists.
@@ -144,15 +145,35 @@ def up(
         raise MedtuneError(f"Orthanc not found on PATH: {INSTALL_HINT}")
     plugin = find_dicomweb_plugin()
     state.mkdir(parents=True, exist_ok=True)
-    http_port, dicom_port, move_port = (
-        port or _free_port() for port in (http_port, dicom_port, move_port)
-    )
-    config = orthanc_config(state, http_port, dicom_port, aet, client_aet, move_port, plugin)
-    atomic_write_text(state / CONFIG_FILE, json.dumps(config, indent=2))
+    chosen = (http_port, dicom_port, move_port)
+    # A port picked free can be taken by another process before Orthanc binds it: then Orthanc
+    # exits on start, and a new pick is tried (ports the caller named are never changed).
+    for attempt in range(1, PORT_ATTEMPTS + 1):
+        ports = tuple(port or _free_port() for port in chosen)
+        config = orthanc_config(state, ports[0], ports[1], aet, client_aet, ports[2], plugin)
+        atomic_write_text(state / CONFIG_FILE, json.dumps(config, indent=2))
+        proc = _start(binary, state)
+        info = ServerInfo(state, proc.pid, ports[0], ports[1], aet, client_aet, ports[2])
+        try:
+            _wait_until_up(info, proc.poll)
+            break
+        except _ExitedOnStart:
+            _stop_pid(proc.pid, state)
+            if attempt == PORT_ATTEMPTS or all(chosen):
+                raise MedtuneError(f"Orthanc exited on start (port taken or bad config): "
+                                   f"see {state / LOG_FILE}") from None  # fmt: skip
+        except BaseException:
+            _stop_pid(proc.pid, state)
+            raise
+    atomic_write_text(state / STATE_FILE, json.dumps(_state_json(info), indent=2))
+    return info
+
+
+def _start(binary: str, state: Path) -> subprocess.Popen[bytes]:
     log = state / LOG_FILE
     with open(log, "ab") as log_fh:
         # A session of its own: the server outlives this process and a Ctrl-C in the shell.
-        proc = subprocess.Popen(
+        return subprocess.Popen(
             [binary, f"--logfile={log}", "--no-jobs", str(state / CONFIG_FILE)],
             cwd=state,
             stdin=subprocess.DEVNULL,
@@ -163,14 +184,10 @@ def up(
             # ACKs cost ~40 ms per DIMSE message, 5x slower C-FIND/C-GET on loopback.
             env={**os.environ, "TCP_NODELAY": "1"},
         )
-    info = ServerInfo(state, proc.pid, http_port, dicom_port, aet, client_aet, move_port)
-    try:
-        _wait_until_up(info, proc.poll)
-    except BaseException:
-        _stop_pid(proc.pid, state)
-        raise
-    atomic_write_text(state / STATE_FILE, json.dumps(_state_json(info), indent=2))
-    return info
+
+
+class _ExitedOnStart(Exception):
+    pass
 
 
 def down(state_dir: str | os.PathLike[str] | None = None) -> bool:
@@ -393,8 +410,7 @@ def _wait_until_up(info: ServerInfo, exited: Callable[[], int | None]) -> None:
     deadline = time.monotonic() + START_TIMEOUT_S
     while time.monotonic() < deadline:
         if exited() is not None:
-            log = info.state_dir / LOG_FILE
-            raise MedtuneError(f"Orthanc exited on start (port taken or bad config): see {log}")
+            raise _ExitedOnStart
         with contextlib.suppress(OSError):
             _http(info.url + "/system", timeout=1)
             return
