@@ -1,5 +1,6 @@
 """`medtune demo`, first form: a small cohort in a workspace and a summary."""
 
+import pyarrow.parquet as pq
 import pytest
 
 from medtune.cli import main
@@ -18,3 +19,11 @@ def test_demo_generates_a_cohort_and_prints_a_summary(tmp_path, capsys):
     assert (workspace / "medtune.yaml").is_file()
     assert (workspace / "sources" / "synth" / "cohort.json").is_file()
     assert any((workspace / "sources" / "synth" / "dicom").rglob("*"))
+    # Curated: labels and splits in the catalog, a card beside it.
+    catalog = pq.read_table(workspace / "dataset" / "catalog.parquet")
+    assert {"label_fracture", "label_pleural_effusion", "split", "split_site"} <= set(
+        catalog.column_names
+    )
+    assert "labels vs the cohort's truth" in out
+    assert (workspace / "dataset" / "card.md").read_text().startswith("---\n")
+    assert (workspace / "dataset" / "card.html").is_file()

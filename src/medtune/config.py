@@ -198,6 +198,21 @@ class IngestConfig(Recipe):
     deid: DeidConfig = Field(default_factory=DeidConfig)
 
 
+class CurateConfig(Recipe):
+    """Curation after ingest: report labels, splits and the dataset card."""
+
+    seed: int = Field(0, description="seed of the splits (same seed, same splits)")
+    fractions: tuple[float, float, float] = Field(
+        (0.7, 0.1, 0.2), description="train, val and test shares of the patient split"
+    )
+    hold_out: Literal["site", "vendor", "anatomy"] | None = Field(
+        "site", description="also make an out-of-domain split holding out this; null for none"
+    )
+    card_sample_per_site: int = Field(
+        64, ge=1, le=10_000, description="images per site for pixel statistics and sample grids"
+    )
+
+
 class DemoConfig(Recipe):
     """``medtune demo``: the whole pipeline on the embedded synthetic cohort."""
 
@@ -209,6 +224,7 @@ class DemoConfig(Recipe):
     )
     synth: SynthConfig = Field(default_factory=lambda: SynthConfig(patients=120, sites=5, size=512))
     ingest: IngestConfig = Field(default_factory=IngestConfig)
+    curate: CurateConfig = Field(default_factory=CurateConfig)
 
 
 # Registry of recipe kinds: adding a recipe type is one model and one line here.

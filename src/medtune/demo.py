@@ -2,11 +2,14 @@
 
 Generate the synthetic multi-site cohort, then ingest and de-identify it into the workspace
 dataset as a hospital's export would be (the leak check against the cohort's PHI manifest must
-pass). Later stages (curate, pretrain, evaluate) are added here as they land, so ``make demo``
-stays the one entry point.
+pass), then curate it: labels from the reports (scored against the cohort's truth), a
+patient-grouped split and an out-of-domain one, and the dataset card. Later stages (pretrain,
+evaluate) are added here as they land, so ``make demo`` stays the one entry point.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 from medtune.config import DemoConfig, dump_yaml
 from medtune.errors import MedtuneError
@@ -41,5 +44,66 @@ def run_demo(config: DemoConfig, progress: Progress | None = None) -> Summary:
     summary.tables.update({f"ingest: {k}": v for k, v in ingested.tables.items()})
     summary.lines.extend(ingested.lines)
     summary.lines.append("leak check: no identifier of the cohort's PHI manifest in the dataset")
+    curate(config, workspace, cohort_dir, summary, progress)
     summary.lines.append(f"workspace: {workspace.root}")
     return summary
+
+
+def curate(
+    config: DemoConfig, workspace: Workspace, cohort_dir: Path, summary: Summary,
+    progress: Progress | None,
+) -> None:  # fmt: skip
+    """Labels, splits and the card, as `medtune label`, `split` and `card` make them."""
+    from medtune.curate.card import write_card
+    from medtune.curate.labels import label_workspace
+    from medtune.curate.splits import SplitSpec, make_split
+
+    options = config.curate
+    if progress:
+        progress("curate", 0, 4)
+    labelled = label_workspace(workspace.root)
+    summary.tables["labels vs the cohort's truth"] = label_agreement(workspace, cohort_dir)
+    specs = [SplitSpec(seed=options.seed, fractions=options.fractions)]
+    if options.hold_out:
+        specs.append(SplitSpec(method=options.hold_out, seed=options.seed,
+                               fractions=options.fractions))  # fmt: skip
+    for spec in specs:
+        result = make_split(workspace.root, spec)
+        first = next(iter(result.tables))
+        how = "by patient" if spec.method == "patient" else f"{spec.method}s held out as ood"
+        summary.tables[f"{first} ({how})"] = result.tables[first]
+    card = write_card(workspace.root, sample_per_site=options.card_sample_per_site)
+    summary.lines.extend(labelled.lines[:1])
+    summary.lines.extend(line for line in card.lines if line.startswith(("warning", "card")))
+    if progress:
+        progress("curate", 4, 4)
+
+
+def label_agreement(workspace: Workspace, cohort_dir: Path) -> list[list[object]]:
+    """Per finding: how often the catalog's label equals what the synthetic report states.
+
+    Joined image by image through ``input_id`` (the opaque id of each source file), since the
+    catalog holds only pseudonyms."""
+    import pyarrow.parquet as pq
+
+    from medtune.curate.labels import LABEL_PREFIX
+    from medtune.io.folder import input_id
+
+    truth = pq.read_table(cohort_dir / "truth" / "images.parquet", columns=["file", "study_key"])
+    study_of = {input_id(f.removeprefix("dicom/")): s for f, s in
+                zip(*truth.to_pydict().values(), strict=True)}  # fmt: skip
+    stated: dict[tuple[str, str], str] = {}
+    for row in pq.read_table(cohort_dir / "truth" / "reports.parquet").to_pylist():
+        stated[row["study_key"], row["finding"]] = row["status"]
+    value = {"positive": 1, "negative": 0, "uncertain": -1}
+    counts: dict[str, list[int]] = {}
+    for row in pq.read_table(workspace.catalog_path).to_pylist():
+        study = study_of.get(row["input_id"])
+        for (key, finding), status in stated.items():
+            if key == study and status in value and LABEL_PREFIX + finding in row:
+                pair = counts.setdefault(finding, [0, 0])
+                pair[0] += 1
+                pair[1] += row[LABEL_PREFIX + finding] == value[status]
+    rows: list[list[object]] = [["finding", "images", "agree %"]]
+    rows += [[f, n, f"{100 * a / n:.1f}"] for f, (n, a) in sorted(counts.items())]
+    return rows

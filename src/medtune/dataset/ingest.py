@@ -230,6 +230,8 @@ def _fingerprint(inputs: list[InputFile], config: IngestConfig, pseudo: Pseudony
     digest.update(dump_yaml(config, exclude={"workers"}).encode())
     digest.update(pseudo.pseudonym("fingerprint", "key").encode())  # the key, not revealing it
     digest.update(__version__.encode())
+    # Parts written for another catalog layout cannot be merged with new ones: start over.
+    digest.update(str(CATALOG_SCHEMA).encode())
     return digest.hexdigest()
 
 
