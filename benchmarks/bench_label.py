@@ -11,6 +11,9 @@ than they vary), so every timed pass starts with an empty memory, as a real run 
 is that of labelling N reports once. The cold rate, with nothing remembered between reports, is
 the floor for reports that share no sentence at all.
 
+Then times the `medtune card` command on a synthetic 100,000-row workspace (see bench_card.py;
+target under 60 s).
+
     python benchmarks/bench_label.py                 # 5,000 reports
     python benchmarks/bench_label.py --reports 20000
 """
@@ -100,6 +103,9 @@ def main() -> None:
     parser.add_argument("--reports", type=int, default=5_000, help="reports to label (5,000)")
     parser.add_argument("--repeats", type=int, default=3, help="timed passes; the best counts")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--card-rows", type=int, default=100_000, help="then time `medtune card` (0: skip)"
+    )
     args = parser.parse_args()
     texts = make_reports(args.reports, args.seed)
     rate = best_rate(texts, args.repeats)
@@ -110,6 +116,14 @@ def main() -> None:
         f"(target {TARGET_REPORTS_PER_S:,.0f}: {ratio:.1f}x); "
         f"cold, no sentence remembered: {cold:,.0f} reports/s"
     )
+    if args.card_rows:
+        from bench_card import TARGET_S, card_times  # this folder: a script's path comes first
+
+        wall, cpu = card_times(args.card_rows)
+        print(
+            f"card: `medtune card` on {args.card_rows:,} catalog rows: {wall:.1f} s "
+            f"({cpu:.1f} s CPU) (target under {TARGET_S:.0f} s: {wall / TARGET_S:.2f}x of it)"
+        )
 
 
 if __name__ == "__main__":
