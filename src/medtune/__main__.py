@@ -1,5 +1,3 @@
-import sys
+from medtune.cli import entry
 
-from medtune.cli import main
-
-sys.exit(main())
+entry()

@@ -52,7 +52,6 @@ def ordered_map(
         # Forked workers share the parent's pages until they write to them, and the garbage
         # collector writes into every object it scans: freezing the parent's objects keeps each
         # worker from copying the parent's whole heap (workers had grown with the input list).
-        gc.collect()
         gc.freeze()
     try:
         yield from _pooled(context, work, items, workers, initializer, initargs,
