@@ -419,7 +419,7 @@ def test_typos_in_a_batch_of_new_sentences_keep_offsets(rules):
     ],
 )
 def test_leading_words_of_user_regexes(pattern, words):
-    from medtune.curate.labeler import _leading_words
+    from medtune.curate.phrases import _leading_words
 
     assert _leading_words(pattern) == words
 
