@@ -66,7 +66,7 @@ def test_header_only_path_writes_what_pydicom_would(synth_cohort: Path, tmp_path
               if pydicom.dcmread(item.path, stop_before_pixels=True).file_meta.TransferSyntaxUID
               in export._NATIVE]  # fmt: skip
     assert native
-    for item in native[:3]:
+    for item in native:
         entry = export._export_header_only(item, ctx, tmp_path)
         assert entry is not None  # the fast path applied
         ds = pydicom.dcmread(item.path)
