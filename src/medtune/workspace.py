@@ -17,9 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 
-def _fsync_dir(directory: Path) -> None:
-    # The rename is durable only once the directory entry itself reaches the disk.
-    fd = os.open(directory, os.O_RDONLY)
+def fsync_path(path: Path) -> None:
+    """fsync a file or a directory by path. A rename is durable only once the directory entry
+    itself reaches the disk, so writers sync the directory after renaming into it."""
+    fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
@@ -53,7 +54,7 @@ def atomic_path(path: str | os.PathLike[str], durable: bool = True) -> Iterator[
                 os.fsync(fh.fileno())
         os.replace(tmp, final)
         if durable:
-            _fsync_dir(final.parent)
+            fsync_path(final.parent)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

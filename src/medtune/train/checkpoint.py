@@ -34,6 +34,7 @@ from torch import nn
 
 import medtune
 from medtune.errors import MedtuneError
+from medtune.workspace import fsync_path
 
 CHECKPOINTS = "checkpoints"
 MARKER = "complete"
@@ -89,8 +90,8 @@ def save_checkpoint(
         sizes = {p.name: p.stat().st_size for p in sorted(tmp.iterdir())}
         (tmp / MARKER).write_text(json.dumps({"files": sizes}), encoding="utf-8")
         for path in tmp.iterdir():
-            _fsync(path)
-        _fsync(tmp)
+            fsync_path(path)
+        fsync_path(tmp)
         _move_into_place(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -277,21 +278,13 @@ def _cpu(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
 
 
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _move_into_place(tmp: Path, final: Path) -> None:
     old = None
     if final.exists():  # the same step saved again (after a resume): swap, then drop the old
         old = final.with_name(f".partial-old-{final.name}-{os.getpid()}")
         os.replace(final, old)
     os.replace(tmp, final)
-    _fsync(final.parent)
+    fsync_path(final.parent)
     if old is not None:
         shutil.rmtree(old)
 
