@@ -218,6 +218,27 @@ def test_default_hold_out_rule(tmp_path: Path, sizes: dict[str, int], held: list
     assert any("without a perceptual hash" in line for line in result.lines)
 
 
+def test_default_hold_out_gives_back_values_until_the_parts_have_patients(tmp_path: Path) -> None:
+    # One patient at each of four rare sites (1 image each; 15% of 24 images needs all four)
+    # and one at each common site: holding out all four rare sites would leave 2 patients for
+    # 3 parts, so the default gives back the last-chosen one (ties go by name).
+    sites = ["a"] * 10 + ["b"] * 10 + ["c", "d", "e", "f"]
+    patients = ["p0"] * 10 + ["p1"] * 10 + ["p2", "p3", "p4", "p5"]
+    table = pa.table({
+        "image_id": [f"img-{i}" for i in range(len(sites))],
+        "patient_id": patients,
+        "site": sites,
+        "phash": pa.nulls(len(sites), pa.binary(32)),
+    })  # fmt: skip
+    result = make_split(workspace_with(tmp_path, table).root, SplitSpec(method="site"))
+    assert result.record["hold_out"] == ["c", "d", "e"]
+    assert result.record["counts"]["ood"] == 3
+    # Asked for by name, the same hold-out is refused instead of quietly changed.
+    with pytest.raises(MedtuneError, match="too few"):
+        make_split(workspace_with(tmp_path / "asked", table).root,
+                   SplitSpec(method="site", hold_out=("c", "d", "e", "f")))  # fmt: skip
+
+
 def test_patient_on_both_sides_of_the_domain_is_excluded_in_domain(tmp_path: Path) -> None:
     table = synthetic_catalog(patients=60, sites=3)
     sites = table.column("site").to_pylist()

@@ -12,6 +12,8 @@ Methods (:class:`SplitSpec` ``method``):
   no part): putting them in ``ood`` would mix domains, putting them in ``train`` would leak.
   Without ``hold_out``, the rarest values (fewest images first, ties by name) are held out until
   they hold at least 15% of the images; null values never are, and one value is always kept.
+  If the patients left in-domain are then too few for the parts, the largest chosen values are
+  given back, one at a time, down to a single one.
 
 The unit no split cuts is a group from :func:`medtune.curate.leakage.leak_groups`: a patient,
 joined with any other patient one of whose images is a near-duplicate of one of theirs; images
@@ -246,8 +248,15 @@ def _out_of_domain(
     domain = DOMAIN_COLUMNS[spec.method]
     values = table.column(domain).to_pylist()
     hold_out = _checked_hold_out(values, spec.hold_out, domain)
-    held = np.array([v in hold_out for v in values], dtype=bool)
-    touched = np.isin(groups.codes, np.unique(groups.codes[held]))
+    held, touched = _held_and_touched(values, hold_out, groups.codes)
+    if not spec.hold_out:
+        # The default takes the rarest values; on a small cohort they can hold so many patients
+        # that too few are left for the in-domain parts. Give back the largest chosen values
+        # (ties between rare sites are ordered by pseudonym, so this depends on the key).
+        wanted = sum(f > 0 for f in spec.fractions)
+        while len(hold_out) > 1 and len(np.unique(groups.codes[~touched])) < wanted:
+            hold_out = hold_out[:-1]
+            held, touched = _held_and_touched(values, hold_out, groups.codes)
     inside = ~touched
     if not inside.any():
         raise MedtuneError(f"split hold_out: every patient has images in {', '.join(hold_out)}")
@@ -255,9 +264,17 @@ def _out_of_domain(
     out[touched & ~held] = EXCLUDED  # in-domain images of patients with held-out ones
     out[inside] = _parts(positives[inside], labels, groups.codes[inside], spec.fractions,
                          spec.seed, record)  # fmt: skip
-    record["hold_out"] = list(hold_out)
+    record["hold_out"] = sorted(hold_out)
     record["hold_out_column"] = domain
     return out
+
+
+def _held_and_touched(
+    values: list[str | None], hold_out: list[str], codes: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Rows with a held-out value, and rows of patients who have any such row."""
+    held = np.array([v in hold_out for v in values], dtype=bool)
+    return held, np.isin(codes, np.unique(codes[held]))
 
 
 def _checked_hold_out(values: list[str | None], asked: tuple[str, ...], domain: str) -> list[str]:
@@ -285,7 +302,7 @@ def _default_hold_out(counts: Counter[str], rows: int) -> list[str]:
             break
         chosen.append(value)
         held += counts[value]
-    return sorted(chosen)
+    return chosen  # rarest first: _out_of_domain gives back from the end
 
 
 # ---------------------------------------------------------------------------------------------
