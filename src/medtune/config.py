@@ -15,14 +15,16 @@ from __future__ import annotations
 
 import types
 import typing
-from collections.abc import Iterable
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator
 
+from medtune.config_base import Recipe
+from medtune.config_base import close_matches as _close_matches
+from medtune.config_train import FinetuneConfig, PretrainConfig
 from medtune.errors import MedtuneError
 
 # ---------------------------------------------------------------------------------------------
@@ -56,20 +58,6 @@ CHEST_FINDINGS = (
     Finding.PNEUMOTHORAX,
     Finding.CONSOLIDATION,
 )
-
-
-def _close_matches(word: str, choices: Iterable[str], n: int = 1, cutoff: float = 0.6) -> list[str]:
-    import difflib  # only for error hints: kept off every command's start-up
-
-    return difflib.get_close_matches(word, list(choices), n=n, cutoff=cutoff)
-
-
-class Recipe(BaseModel):
-    """Base of every recipe: unknown keys are errors, values are checked, nothing is executed."""
-
-    # defer_build: a model's validator is built when first used, so a command pays only for
-    # the recipes it reads (every model built at import cost each command ~30 ms).
-    model_config = ConfigDict(extra="forbid", frozen=True, use_enum_values=False, defer_build=True)
 
 
 class Prevalence(Recipe):
@@ -240,6 +228,8 @@ RECIPES: dict[str, type[Recipe]] = {
     "ingest": IngestConfig,
     "synth": SynthConfig,
     "demo": DemoConfig,
+    "pretrain": PretrainConfig,
+    "finetune": FinetuneConfig,
 }
 
 # ---------------------------------------------------------------------------------------------

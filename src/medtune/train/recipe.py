@@ -1,0 +1,89 @@
+"""What every training recipe does the same way: name its run, build its backbone (from the
+registry or from an earlier export), read its rows, and record the recipe beside the run.
+
+The recipes themselves (medtune.train.pretrain, medtune.train.finetune) read top to bottom
+on these: build, prepare, ``fit``, export.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from medtune.config_train import BackboneSection, DataSection, FinetuneConfig, PretrainConfig
+from medtune.errors import MedtuneError
+from medtune.models.contract import Encoder, InputContract
+from medtune.workspace import Workspace, atomic_write_text
+
+RECIPE_FILE = "recipe.yaml"
+
+
+@dataclass
+class Backbone:
+    """A built backbone and the registry config that rebuilds it (recorded in exports)."""
+
+    encoder: Encoder
+    config: dict[str, Any]
+    init: Path | None  # the export its weights came from, if any
+
+
+def run_dir(config: PretrainConfig | FinetuneConfig, default_name: str) -> Path:
+    """``<workspace>/runs/<name>``: the recipe's ``name``, else ``default_name``."""
+    workspace = Workspace(Path(config.workspace))
+    if not workspace.catalog_path.is_file():
+        raise MedtuneError(f"{workspace.root}: no dataset (run `medtune ingest` first)")
+    return workspace.run_dir(config.name or default_name)
+
+
+def build_backbone(section: BackboneSection, init: Path | None) -> Backbone:
+    """The recipe's backbone: with ``init`` (an export, or a run holding one), the exported
+    backbone with its weights, and ``section`` must be left unset or name the same
+    backbone; else a fresh one from the registry."""
+    from medtune.models.export import load_encoder, read_export, resolve_export
+    from medtune.models.registry import backbone_from_config
+
+    if init is None:
+        return Backbone(backbone_from_config(section.as_mapping()), section.as_mapping(), None)
+    directory = resolve_export(init)
+    recorded = read_export(directory)["backbone"]
+    if section.model_fields_set and section.name != recorded.get("name"):
+        raise MedtuneError(
+            f"{directory}: init holds a {recorded.get('name')!r} backbone but the recipe asks "
+            f"for {section.name!r}; drop the recipe's backbone section or the init"
+        )
+    return Backbone(load_encoder(directory), dict(recorded), directory)
+
+
+def image_datasets(
+    config: PretrainConfig | FinetuneConfig,
+    contract: InputContract,
+    *,
+    train_augment: Any,
+    **dataset_kwargs: Any,
+) -> tuple[Any, Any | None]:
+    """(train, val) :class:`medtune.train.data.ImageDataset` of the recipe's workspace and
+    data section; val is None when ``data.val`` is empty. ``dataset_kwargs`` (label columns,
+    policies, text) go to both."""
+    from medtune.train.data import ImageDataset
+
+    data: DataSection = config.data
+    common = {"contract": contract, "split_column": data.split_column, "where": data.where,
+              **dataset_kwargs}  # fmt: skip
+    augment = data.augment if data.augment is not None else train_augment
+    train = ImageDataset(config.workspace, split_values=data.train, augment=augment, **common)
+    val = ImageDataset(config.workspace, split_values=data.val, **common) if data.val else None
+    return train, val
+
+
+def save_recipe(run: Path, config: PretrainConfig | FinetuneConfig) -> None:
+    """Write the validated recipe as ``<run>/recipe.yaml``: the run's own record of how it was
+    made (a resumed run checks it is the same)."""
+    text = yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
+    path = run / RECIPE_FILE
+    if path.is_file() and path.read_text(encoding="utf-8") != text:
+        raise MedtuneError(f"{path}: the run was made by another recipe; use another name")
+    run.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, text)
