@@ -137,7 +137,7 @@ def test_subset_of_a_subset_links_the_real_files(ws: Path, tmp_path: Path) -> No
 
 
 def test_subset_refuses_bad_where_empty_result_and_used_target(ws: Path, tmp_path: Path) -> None:
-    with pytest.raises(MedtuneError, match=r"subset --where: .*nope"):
+    with pytest.raises(MedtuneError, match=r"where .*nope"):
         make_subset(ws, "nope = 1", tmp_path / "a")
     with pytest.raises(MedtuneError, match="no catalog row matches"):
         make_subset(ws, "age > 200", tmp_path / "b")

@@ -128,6 +128,13 @@ def label_report(text: str, rules: Rules) -> dict[str, Label]:
     return labels
 
 
+def report_body(text: str, rules: Rules) -> str:
+    """The parts of ``text`` the labeler reads (FINDINGS, IMPRESSION, text under no header; not
+    the indication or history), joined by newlines: what a text tower should learn from."""
+    work = "\n" + _lower(text)  # work offset = text offset + 1, as in label_report
+    return "\n".join(text[a - 1 : b - 1].strip() for a, b in _read_ranges(work, rules)).strip()
+
+
 def _label(status: str, evidence: tuple[Evidence, ...]) -> Label:
     label = object.__new__(Label)  # as for Evidence above
     label.__dict__.update(status=status, evidence=evidence)

@@ -69,6 +69,25 @@ def run_query(workspace: str | os.PathLike[str], sql: str) -> pa.Table:
         con.close()
 
 
+def matching_rows(workspace: str | os.PathLike[str], where: str) -> list[int]:
+    """Row numbers of the catalog rows matching the DuckDB condition ``where``, in catalog
+    order (``"body_part = 'CHEST' AND age >= 18"``; other tables are there to join)."""
+    import duckdb
+
+    ws = Workspace(Path(workspace))
+    con = connect(ws.root)
+    try:
+        # file_row_number numbers rows as they lie in the file, so the result keeps their order.
+        quoted = str(ws.catalog_path).replace("'", "''")
+        sql = (f"SELECT file_row_number FROM read_parquet('{quoted}', file_row_number = true) "
+               f"AS catalog WHERE {where} ORDER BY file_row_number")  # fmt: skip
+        return [int(n) for n in con.sql(sql).to_arrow_table().column(0).to_pylist()]
+    except duckdb.Error as err:
+        raise MedtuneError(f"where {where!r}: {_first_line(str(err))}") from None
+    finally:
+        con.close()
+
+
 def write_result(table: pa.Table, out: str | os.PathLike[str]) -> None:
     """Write a query result as CSV, Parquet or JSON lines (by suffix), atomically."""
     out = Path(out)

@@ -22,6 +22,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from medtune import __version__
+from medtune.curate.query import matching_rows
 from medtune.dataset.catalog import catalog_metadata, read_catalog, write_catalog
 from medtune.errors import MedtuneError
 from medtune.workspace import Workspace, atomic_path
@@ -40,7 +41,7 @@ def make_subset(
     src, dst = Workspace(Path(source)), Workspace(Path(target))
     _check_target(src, dst)
     catalog = read_catalog(src.catalog_path)
-    rows = _matching_rows(src, where)
+    rows = matching_rows(src.root, where)
     subset = catalog.take(pa.array(rows, pa.int64()))
     if subset.num_rows == 0:
         raise MedtuneError(f"subset: no catalog row matches {where!r}")
@@ -79,25 +80,6 @@ def _check_target(src: Workspace, dst: Workspace) -> None:
         raise MedtuneError(f"{dst.root}: the subset needs a new workspace, not its source")
     if dst.root.exists() and any(dst.root.iterdir()):
         raise MedtuneError(f"{dst.root}: not empty; give a new workspace directory")
-
-
-def _matching_rows(src: Workspace, where: str) -> list[int]:
-    """Row numbers of the catalog rows matching ``where`` (DuckDB SQL), in catalog order."""
-    import duckdb
-
-    from medtune.curate.query import connect
-
-    con = connect(src.root)
-    try:
-        # file_row_number numbers rows as they lie in the file, so the subset keeps their order.
-        quoted = str(src.catalog_path).replace("'", "''")
-        sql = (f"SELECT file_row_number FROM read_parquet('{quoted}', file_row_number = true) "
-               f"AS catalog WHERE {where} ORDER BY file_row_number")  # fmt: skip
-        return [int(n) for n in con.sql(sql).to_arrow_table().column(0).to_pylist()]
-    except duckdb.Error as err:
-        raise MedtuneError(f"subset --where: {str(err).strip().splitlines()[0]}") from None
-    finally:
-        con.close()
 
 
 def _link_shards(src: Workspace, dst: Workspace, subset: pa.Table) -> int:

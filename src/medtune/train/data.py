@@ -259,23 +259,10 @@ def _label_matrix(path: Path, table: pa.Table, columns: list[str]) -> np.ndarray
 
 def _where_mask(workspace: Workspace, where: str, rows: int) -> np.ndarray:
     """Catalog rows matching the DuckDB condition ``where``, as a boolean mask."""
-    import duckdb
+    from medtune.curate.query import matching_rows
 
-    from medtune.curate.query import connect
-
-    con = connect(workspace.root)
-    try:
-        # file_row_number numbers rows as they lie in the file: the mask follows catalog order.
-        quoted = str(workspace.catalog_path).replace("'", "''")
-        sql = (f"SELECT file_row_number FROM read_parquet('{quoted}', file_row_number = true) "
-               f"AS catalog WHERE {where}")  # fmt: skip
-        matched = con.sql(sql).to_arrow_table().column(0).to_numpy()
-    except duckdb.Error as err:
-        raise MedtuneError(f"where {where!r}: {str(err).strip().splitlines()[0]}") from None
-    finally:
-        con.close()
     mask = np.zeros(rows, bool)
-    mask[matched] = True
+    mask[matching_rows(workspace.root, where)] = True
     return mask
 
 
@@ -295,16 +282,10 @@ def _report_texts(path: Path, sections: bool) -> dict[str, str]:
 
 def _report_body() -> Callable[[str], str]:
     """A function giving the parts of a report the labeler reads (curate/labeler.py)."""
-    from medtune.curate.labeler import _read_ranges, load_rules
-    from medtune.curate.sentences import _lower
+    from medtune.curate.labeler import load_rules, report_body
 
     rules = load_rules()
-
-    def body(text: str) -> str:
-        work = "\n" + _lower(text)  # the labeler's working copy: offsets shifted by one
-        return "\n".join(text[a - 1 : b - 1].strip() for a, b in _read_ranges(work, rules)).strip()
-
-    return body
+    return lambda text: report_body(text, rules)
 
 
 # ---------------------------------------------------------------------------------------------
