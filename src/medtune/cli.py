@@ -338,14 +338,15 @@ def deid(
     _print_summary(summary)
 
 
-def _add_curate_commands() -> None:
-    from medtune.cli_curate import COMMANDS  # typer only: keeps --help fast
+def _add_commands() -> None:
+    from medtune.cli_curate import COMMANDS as CURATE  # typer only: keeps --help fast
+    from medtune.cli_train import COMMANDS as TRAIN
 
-    for command in COMMANDS:
+    for command in (*CURATE, *TRAIN):
         app.command()(command)
 
 
-_add_curate_commands()
+_add_commands()
 
 
 def _add_flags(
