@@ -26,6 +26,15 @@ LINEAR_LEAVES = frozenset(
 )
 
 
+def quiet_transformers() -> None:
+    """Silence transformers' own progress bars and notices while it loads a local model: a
+    command shows medtune's progress, and a training log is not the place for a loader's."""
+    from transformers.utils import logging
+
+    logging.disable_progress_bar()
+    logging.set_verbosity_error()
+
+
 def find_lora_targets(
     model: nn.Module,
     leaves: Collection[str] | None = LINEAR_LEAVES,

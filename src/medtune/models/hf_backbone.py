@@ -23,6 +23,7 @@ from medtune.models.families import (
     find_lora_targets,
     first_line,
     map_to_tokens,
+    quiet_transformers,
     split_prefix,
     to_tuple,
 )
@@ -84,6 +85,7 @@ def hf_backbone(path: str, image_size: int | None = None) -> HFBackbone:
     from transformers import AutoModel
 
     directory = _check_directory(Path(path))
+    quiet_transformers()
     try:
         model = AutoModel.from_pretrained(
             directory, local_files_only=True, use_safetensors=True, trust_remote_code=False

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from medtune.errors import MedtuneError
-from medtune.models.families import find_lora_targets, first_line
+from medtune.models.families import find_lora_targets, first_line, quiet_transformers
 from medtune.models.registry import build, registrar
 
 DEFAULT_TEXT_ENCODER = "all-minilm-l6-v2"
@@ -111,6 +111,7 @@ def hf_text_encoder(path: str, max_length: int | None = None) -> TextEncoder:
         raise MedtuneError(
             f"{directory}: no .safetensors weights (medtune loads no pickle weights)"
         )
+    quiet_transformers()
     try:
         options = {"local_files_only": True, "trust_remote_code": False}
         model = AutoModel.from_pretrained(directory, use_safetensors=True, **options)
