@@ -164,3 +164,41 @@ def test_rng_state_round_trips_through_json():
     first = (random.random(), np.random.rand(), torch.rand(1).item())
     set_rng_state(saved)
     assert (random.random(), np.random.rand(), torch.rand(1).item()) == first
+
+
+class _Seeded(torch.utils.data.Dataset):
+    """Items keyed by (position, seed) as SeededSampler yields them; counts the loads."""
+
+    def __init__(self) -> None:
+        self.loads = 0
+
+    def __len__(self) -> int:
+        return 23
+
+    def __getitem__(self, key):
+        self.loads += 1
+        position, seed = key
+        noise = torch.rand(2, generator=torch.Generator().manual_seed(seed))
+        return {"x": torch.tensor([float(position)]), "noise": noise}
+
+
+def test_resume_mid_epoch_starts_the_sampler_there_without_loading_used_batches():
+    from medtune.train.checkpoint import BatchStream
+    from medtune.train.data import make_loader
+
+    first = BatchStream(make_loader(_Seeded(), batch_size=4, seed=3))
+    first.start_epoch(0)
+    for _ in range(8):  # 6 batches an epoch: into the second epoch
+        first.next()
+    saved = (first.epoch, first.position, first.epoch_rng, rng_state())
+    expected = [first.next() for _ in range(5)]
+
+    data = _Seeded()
+    again = BatchStream(make_loader(data, batch_size=4, seed=3))
+    again.resume(*saved)
+    got = [again.next() for _ in range(5)]
+    assert again.position == first.position and again.epoch == first.epoch
+    for a, b in zip(expected, got, strict=True):
+        assert torch.equal(a["x"], b["x"]) and torch.equal(a["noise"], b["noise"])
+    # Only the 5 new batches were read: 3 of epoch 1 (the last one 3 items), 2 of epoch 2.
+    assert data.loads == 4 + 4 + 3 + 4 + 4

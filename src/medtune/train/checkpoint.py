@@ -17,6 +17,7 @@ reads only safetensors and JSON: nothing in a checkpoint can execute code.
 from __future__ import annotations
 
 import base64
+import inspect
 import json
 import os
 import random
@@ -185,8 +186,10 @@ class BatchStream:
     A checkpoint keeps the epoch, the batches drawn in it, and every generator's state at the
     epoch's start and now. :meth:`resume` restores the epoch-start state, calls ``set_epoch``
     and ``iter`` (so a shuffling sampler draws the same permutation and DataLoader workers the
-    same seeds), skips the batches already used, then restores the current state. Skipping
-    loads those batches again: resuming late in a long epoch costs their loading time.
+    same seeds), moves past the batches already used, then restores the current state. A
+    DataLoader over a sampler whose ``set_epoch`` takes a ``start`` (medtune's
+    :class:`~medtune.train.data.SeededSampler`) starts there without loading them; other
+    iterables are read through the used batches again.
     """
 
     def __init__(self, batches: Iterable[dict]) -> None:
@@ -206,8 +209,9 @@ class BatchStream:
         if epoch_rng is not None:
             set_rng_state(epoch_rng)
         self.epoch_rng = epoch_rng or rng_state()
-        self._begin()
-        for _ in range(position):
+        skipped = self._begin(start_batch=position)
+        self.position = skipped
+        for _ in range(position - skipped):
             self.next()
         if now is not None:
             set_rng_state(now)
@@ -223,16 +227,31 @@ class BatchStream:
         self.position += 1
         return batch
 
-    def _begin(self) -> None:
+    def _begin(self, start_batch: int = 0) -> int:
+        """Begin the epoch's iteration; return how many of its first ``start_batch`` batches
+        the sampler skipped itself (0, or all of them)."""
         # DistributedSampler and seeded samplers reshuffle per epoch through set_epoch.
         holders = [self.batches, getattr(self.batches, "sampler", None)]
         holders.append(getattr(getattr(self.batches, "batch_sampler", None), "sampler", None))
-        seen = set()
+        batch_size = getattr(self.batches, "batch_size", None)
+        seen, skipped = set(), 0
         for holder in holders:
             if hasattr(holder, "set_epoch") and id(holder) not in seen:
                 seen.add(id(holder))
-                holder.set_epoch(self.epoch)
+                if start_batch and batch_size and _takes_start(holder.set_epoch):
+                    holder.set_epoch(self.epoch, start=start_batch * batch_size)
+                    skipped = start_batch
+                else:
+                    holder.set_epoch(self.epoch)
         self._it = iter(self.batches)
+        return skipped
+
+
+def _takes_start(set_epoch: Any) -> bool:
+    try:
+        return "start" in inspect.signature(set_epoch).parameters
+    except (TypeError, ValueError):
+        return False
 
 
 # --- random number generators as JSON ---
