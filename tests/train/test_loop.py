@@ -201,3 +201,22 @@ def test_mlflow_mirror_gets_the_records(tmp_path, monkeypatch):
     assert logged[:2] == [("uri", "sqlite:///x.db"), ("run", "r")]
     assert logged[-2] == (2, {"val_loss": 0.25}) and logged[-1] == "end"
     assert set(logged[2][1]) >= {"train/loss", "train/lr", "train/grad_norm"}
+
+
+def test_keep_best_weights_loads_the_best_evaluation_with_its_ema(tmp_path):
+    from medtune.train.recipe import keep_best_weights
+
+    scores = iter([0.9, 0.2, 0.5, 0.7])  # val_loss at steps 1..4: the best is step 2
+    seen = {}
+
+    def evaluate(model):
+        seen[len(seen) + 1] = _weights(model)  # what evaluation saw: the EMA weights
+        return {"val_loss": next(scores)}
+
+    model = _mlp()
+    config = _config(max_steps=4, eval_every=1, ema_decay=0.5, keep_checkpoints=1)
+    result = fit(model, _mse, itertools.cycle([_data(8)]), config, tmp_path / "r", evaluate)
+    assert result.best_step == 2
+    assert not all(torch.equal(v, seen[2][k]) for k, v in _weights(model).items())
+    assert keep_best_weights(model, tmp_path / "r", result) == 2
+    assert all(torch.equal(v, seen[2][k]) for k, v in _weights(model).items())

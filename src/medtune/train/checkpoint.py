@@ -124,6 +124,22 @@ def load_checkpoint(
     return state, ema
 
 
+def load_evaluated_weights(path: Path, model: nn.Module) -> int:
+    """Load into ``model`` the weights its evaluation saw at the checkpoint ``path``: the
+    model's weights with the EMA average in place of the parameters it shadows (when the run
+    kept one). Return the checkpoint's step. For export: the optimizer is not needed."""
+    state, ema = load_checkpoint(path, model)
+    if ema:
+        params = dict(model.named_parameters())
+        missing = sorted(set(ema) - set(params))
+        if missing:
+            raise MedtuneError(f"{path}: EMA weights for parameters the model lacks ({missing[0]})")
+        with torch.no_grad():
+            for name, value in ema.items():
+                params[name].copy_(value)
+    return int(state["step"])
+
+
 def prune_checkpoints(run_dir: Path, keep: int, protect: set[int] = frozenset()) -> None:
     """Delete all but the newest ``keep`` complete checkpoints and the steps in ``protect``."""
     complete = list_complete(run_dir)

@@ -87,3 +87,16 @@ def save_recipe(run: Path, config: PretrainConfig | FinetuneConfig) -> None:
         raise MedtuneError(f"{path}: the run was made by another recipe; use another name")
     run.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, text)
+
+
+def keep_best_weights(model: Any, run: Path, result: Any) -> int:
+    """Put into ``model`` the weights to export after :func:`medtune.train.loop.fit`: those of
+    the best evaluation (the loop keeps that checkpoint), with the EMA average if the run kept
+    one; without evaluations, the last checkpoint's. Return the step they come from."""
+    from medtune.train.checkpoint import checkpoint_dir, load_evaluated_weights
+
+    step = result.best_step if result.best_step is not None else result.steps
+    path = checkpoint_dir(run, step)
+    if not path.is_dir():  # the best one pruned by hand, or no checkpoint at all: keep as is
+        return result.steps
+    return load_evaluated_weights(path, model)

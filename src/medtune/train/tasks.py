@@ -18,7 +18,13 @@ from medtune.models.registry import build, registrar
 
 TASKS: dict[str, Callable[..., TrainResult]] = {}
 
-_BUILTIN_MODULES = ("medtune.train.classify", "medtune.train.report", "medtune.train.grounding")
+# The module of each built-in task: only the one asked for is imported (each pulls in its own
+# libraries, and one task's import error must not stop another task).
+_BUILTIN_MODULES = {
+    "classify": "medtune.train.classify",
+    "report": "medtune.train.report",
+    "ground": "medtune.train.grounding",
+}
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -41,6 +47,6 @@ def register_task(name: str) -> Callable[[F], F]:
 
 def run_task(name: str, **kwargs: Any) -> TrainResult:
     """Call the task registered as ``name`` with ``kwargs``."""
-    for module in _BUILTIN_MODULES:
-        importlib.import_module(module)
+    if name in _BUILTIN_MODULES:
+        importlib.import_module(_BUILTIN_MODULES[name])
     return build(TASKS, "task", name, kwargs)
