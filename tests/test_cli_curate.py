@@ -101,3 +101,26 @@ def test_label_plain_report_file(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert first["pneumothorax"] == "0"
     assert main(args) == 2  # --out is required with --reports
     assert "--out is required" in capsys.readouterr().err
+
+
+def test_boxes_imports_a_csv_and_reports_the_rows_it_could_not_match(
+    ingested_workspace: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ws = tmp_path / "ws"
+    shutil.copytree(ingested_workspace, ws, symlinks=True)
+    image_id = read_catalog(Workspace(ws).catalog_path).column("image_id")[0].as_py()
+    table = tmp_path / "boxes.csv"
+    table.write_text(
+        "image_id,phrase,x0,y0,x1,y1\n"
+        f"{image_id},nodule in the right upper zone,10,12,30,40\n"
+        "no-such-image,nodule,1,1,5,5\n"
+    )
+    assert main(["boxes", str(table), "-w", str(ws), "--source", "reader-1"]) == 0
+    out = capsys.readouterr().out
+    assert "1 of 2 rows imported as 'reader-1'" in out and "1 rows match no image" in out
+    from medtune.dataset.boxes import read_boxes
+
+    boxes = read_boxes(ws)
+    assert boxes.column("image_id").to_pylist() == [image_id]
+    assert boxes.column("source").to_pylist() == ["reader-1"]
+    assert main(["boxes", str(tmp_path / "boxes.txt"), "-w", str(ws)]) == 1  # not a table

@@ -1,4 +1,4 @@
-"""The curation verbs: ``label``, ``card``, ``split``, ``query`` and ``subset``.
+"""The curation verbs: ``label``, ``card``, ``split``, ``query``, ``subset`` and ``boxes``.
 
     medtune label -w ws                       # report labels into the catalog
     medtune label --reports ris.csv --text-column findings --id-column id --out labels.csv
@@ -7,6 +7,7 @@
     medtune card -w ws                        # dataset/card.md and card.html
     medtune query -w ws "SELECT site, count(*) FROM catalog GROUP BY site"
     medtune subset -w ws --where "body_part = 'CHEST'" --to ws-chest
+    medtune boxes annotations.csv -w ws --key ~/medtune.key   # boxes for phrase grounding
 
 Registered on the main app by ``cli.py``; like every command there, each imports its module
 inside the function so that ``medtune --help`` stays fast.
@@ -166,7 +167,30 @@ def subset(
     print_summary(make_subset(workspace, where, to))
 
 
-COMMANDS = (label, card, split, query, subset)
+def boxes(
+    table: Annotated[Path, typer.Argument(help="Boxes: .csv, .parquet or .jsonl.")],
+    workspace: WorkspaceOption,
+    key: Annotated[
+        Path | None,
+        typer.Option(help="Pseudonym key, to match rows by original sop_uid (as at ingest)."),
+    ] = None,
+    source: Annotated[
+        str, typer.Option(help="Name of this set of boxes; importing it again replaces it.")
+    ] = "import",
+) -> None:
+    """Import boxes (for phrase grounding) into dataset/boxes.parquet.
+
+    Rows name an image by image_id, or by its original sop_uid (and frame) with --key; boxes
+    x0, y0, x1, y1 in the original image's pixels; a phrase and/or a finding.
+    """
+    from medtune.dataset.boxes import import_boxes, read_box_table
+
+    result = import_boxes(workspace, read_box_table(table), key_path=key, source=source)
+    for line in result.lines():
+        print(line)
+
+
+COMMANDS = (label, card, split, query, subset, boxes)
 
 
 def _names(text: str | None) -> list[str]:

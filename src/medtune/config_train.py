@@ -219,6 +219,9 @@ class GroundSection(Recipe):
     projection_dim: int = Field(128, ge=8)
     boxes: Path | None = Field(None, description="box table; default dataset/boxes.parquet")
     threshold: float = Field(0.5, gt=0, lt=1, description="heat-map level that makes the box")
+    contrastive_weight: float = Field(
+        0.5, ge=0, description="weight of 'its own phrase scores its box above the others'"
+    )
 
 
 class FinetuneConfig(Recipe):
