@@ -4,6 +4,10 @@ Features follow timm's own contract: ``forward_features`` gives the final featur
 sequence, ``forward_head(pre_logits=True)`` pools it the way the model was trained to (class
 token, average, ...), and the prefix tokens (``num_prefix_tokens``: class, registers) are split
 from the patch tokens. Convnets give their last feature map as the token grid.
+
+timm's ``VisionTransformer`` (and its subclasses) also gets the pretraining hooks of
+:class:`Encoder` (``embed_patches`` / ``forward_patches``), for any input size when the model is
+built with ``model_kwargs: {dynamic_img_size: true}`` (timm fixes that at construction).
 """
 
 from __future__ import annotations
@@ -44,10 +48,33 @@ class TimmBackbone(Encoder):
         self._channels_last = getattr(model, "output_fmt", "NCHW") == "NHWC"
         grid = getattr(getattr(model, "patch_embed", None), "grid_size", None)
         self._grid = (int(grid[0]), int(grid[1])) if grid is not None else None
+        if _is_plain_vit(model):  # pretraining hooks
+            self.patch_size = int(model.patch_embed.patch_size[0])
+            self.any_size = bool(model.dynamic_img_size)
 
     def forward_features(self, x: torch.Tensor) -> Features:
         self.contract.check(x)
-        features = self.model.forward_features(x)
+        return self._features(self.model.forward_features(x))
+
+    def embed_patches(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
+        if self.patch_size is None:
+            return super().embed_patches(x)
+        self.contract.check(x, any_size=self.any_size)
+        tokens = self.model.patch_embed(x)
+        if tokens.ndim == 4:  # (B, h, w, D) from a model built with dynamic_img_size
+            return tokens.flatten(1, 2), (int(tokens.shape[1]), int(tokens.shape[2]))
+        return tokens, self._grid
+
+    def forward_patches(self, tokens: torch.Tensor, grid: tuple[int, int]) -> Features:
+        if self.patch_size is None:
+            return super().forward_patches(tokens, grid)
+        m = self.model  # the steps of timm's VisionTransformer.forward_features after patch_embed
+        x = tokens.unflatten(1, tuple(grid)) if m.dynamic_img_size else tokens
+        x = m.norm_pre(m.patch_drop(m._pos_embed(x)))
+        x = m.norm(m.blocks(x))
+        return self._features(x, tuple(grid))
+
+    def _features(self, features: torch.Tensor, grid: tuple[int, int] | None = None) -> Features:
         pooled = self.model.forward_head(features, pre_logits=True)
         if pooled.ndim != 2:
             raise MedtuneError(
@@ -57,8 +84,21 @@ class TimmBackbone(Encoder):
         if features.ndim == 4:
             tokens, grid = map_to_tokens(features, channels_last=self._channels_last)
         else:
-            _, tokens, grid = split_prefix(features[:, self._prefix :], self._grid, "timm")
+            grid = grid or self._grid
+            _, tokens, grid = split_prefix(features[:, self._prefix :], grid, "timm")
         return Features(pooled=pooled, tokens=tokens, grid=grid)
+
+
+def _is_plain_vit(model: nn.Module) -> bool:
+    """A timm VisionTransformer whose forward_features is the base class's: the pretraining
+    hooks re-run its steps, so a subclass that changes them does not get the hooks."""
+    from timm.models.vision_transformer import VisionTransformer
+
+    return (
+        isinstance(model, VisionTransformer)
+        and type(model).forward_features is VisionTransformer.forward_features
+        and type(model)._pos_embed is VisionTransformer._pos_embed
+    )
 
 
 def _lora_targets(model: nn.Module) -> list[str]:

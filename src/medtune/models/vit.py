@@ -138,6 +138,7 @@ class MedtuneViT(Encoder):
             std=(GRAY_STD,) * config.in_chans,
         )
         self.lora_targets = list(VIT_LORA_TARGETS)
+        self.patch_size, self.any_size = config.patch_size, True  # pretraining hooks
         # Build and initialise under a private RNG: the same seed gives the same weights, and
         # the caller's global RNG stream (data order, dropout) is left as it was.
         with torch.random.fork_rng(devices=[]):
@@ -164,29 +165,48 @@ class MedtuneViT(Encoder):
 
     def forward_features(self, x: torch.Tensor) -> Features:
         self.contract.check(x)
-        x = self.patch_embed(x)
-        x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1) + self.pos_embed
+        return self.forward_patches(*self.embed_patches(x))
+
+    def embed_patches(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
+        """(B, N, D) patch embeddings and their grid, for inputs of any size that is a whole
+        number of patches (multi-crop's local views); see :class:`Encoder`."""
+        self.contract.check(x, any_size=True)
+        p = self.config.patch_size
+        if x.shape[-2] % p or x.shape[-1] % p:
+            raise MedtuneError(f"medtune-vit: input of {x.shape[-2]} x {x.shape[-1]} px is not "
+                               f"a whole number of {p} px patches")  # fmt: skip
+        return self.patch_embed(x), (x.shape[-2] // p, x.shape[-1] // p)
+
+    def forward_patches(self, tokens: torch.Tensor, grid: tuple[int, int]) -> Features:
+        """Class token, position embedding (resampled to ``grid`` if it is not the model's),
+        the blocks and the final norm, on patch embeddings from :meth:`embed_patches`."""
+        grid = (int(grid[0]), int(grid[1]))
+        pos_embed = resample_pos_embed(self.pos_embed, grid)  # itself at the model's grid
+        x = torch.cat([self.cls_token.expand(tokens.shape[0], -1, -1), tokens], dim=1) + pos_embed
         for block in self.blocks:
             x = block(x)
         x = self.norm(x)
-        return Features(pooled=x[:, 0], tokens=x[:, 1:], grid=self.grid)
+        return Features(pooled=x[:, 0], tokens=x[:, 1:], grid=grid)
 
 
-def resample_pos_embed(pos_embed: torch.Tensor, grid: int) -> torch.Tensor:
-    """Resample a (1, 1 + g*g, D) position embedding to (1, 1 + grid*grid, D), bicubic.
+def resample_pos_embed(pos_embed: torch.Tensor, grid: int | tuple[int, int]) -> torch.Tensor:
+    """Resample a (1, 1 + g*g, D) position embedding to (1, 1 + h*w, D), bicubic, for a
+    ``grid`` of (h, w) patches (or grid x grid).
 
     The class token's embedding is kept as is; the patch embeddings are treated as a g x g
-    image with D channels, as timm's ``resample_abs_pos_embed`` does.
+    image with D channels, as timm's ``resample_abs_pos_embed`` does. Differentiable: views of
+    other sizes train the one position embedding.
     """
+    h, w = (grid, grid) if isinstance(grid, int) else grid
     cls_pos, patch_pos = pos_embed[:, :1], pos_embed[:, 1:]
     old = math.isqrt(patch_pos.shape[1])
     if old * old != patch_pos.shape[1]:
         raise MedtuneError(f"position embedding: {patch_pos.shape[1]} patch tokens is not a square")
-    if old == grid:
+    if old == h == w:
         return pos_embed
     image = patch_pos.reshape(1, old, old, -1).permute(0, 3, 1, 2).float()
-    image = F.interpolate(image, size=(grid, grid), mode="bicubic", antialias=True)
-    patch_pos = image.permute(0, 2, 3, 1).reshape(1, grid * grid, -1).to(pos_embed.dtype)
+    image = F.interpolate(image, size=(h, w), mode="bicubic", antialias=True)
+    patch_pos = image.permute(0, 2, 3, 1).reshape(1, h * w, -1).to(pos_embed.dtype)
     return torch.cat([cls_pos, patch_pos], dim=1)
 
 
