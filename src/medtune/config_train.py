@@ -142,6 +142,14 @@ class DinoSection(Recipe):
     mask_ratio: tuple[float, float] = (0.1, 0.5)
     ibot_weight: float = Field(1.0, ge=0)
 
+    @field_validator("global_scale", "local_scale", "mask_ratio")
+    @classmethod
+    def _ordered_fraction_range(cls, value: tuple[float, float]) -> tuple[float, float]:
+        low, high = value
+        if not 0 <= low <= high <= 1:
+            raise ValueError("expected [low, high] with 0 <= low <= high <= 1")
+        return value
+
 
 class ContrastiveSection(Recipe):
     """Image-report contrastive learning (CLIP / ConVIRT InfoNCE) on FINDINGS and IMPRESSION."""

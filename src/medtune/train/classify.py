@@ -34,7 +34,7 @@ from medtune.models.weights import save_weights
 from medtune.train.augment import DEFAULT_AUGMENT
 from medtune.train.loop import fit
 from medtune.train.modes import Prepared, finish_backbone, save_adapter
-from medtune.train.recipe import Backbone, image_datasets, keep_best_weights
+from medtune.train.recipe import Backbone, image_datasets, keep_best_weights, ranks
 from medtune.train.tasks import TrainResult, register_task
 from medtune.workspace import atomic_write_text
 
@@ -101,7 +101,7 @@ def train_classify(
     )  # fmt: skip
     export = run / "export"
     exported_step = keep_best_weights(model, run, result)
-    if _rank_and_world()[0] == 0:  # under torchrun every rank gets here; one writes
+    if ranks()[0] == 0:  # under torchrun every rank gets here; one writes
         info = {
             "labels": train.label_names,
             "label_columns": train.label_columns,
@@ -126,14 +126,9 @@ def _step(model: Classifier, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
 def _train_loader(train: Any, config: FinetuneConfig) -> Any:
     from medtune.train.data import make_loader
 
-    rank, world = _rank_and_world()  # under torchrun each rank reads its share of every epoch
+    rank, world = ranks()  # under torchrun each rank reads its share of every epoch
     return make_loader(train, config.data.batch_size, shuffle=True, workers=config.data.workers,
                        seed=config.loop.seed, rank=rank, world_size=world)  # fmt: skip
-
-
-def _rank_and_world() -> tuple[int, int]:
-    # From torchrun's environment: the loader is built before fit joins the process group.
-    return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
 
 
 def _evaluator(

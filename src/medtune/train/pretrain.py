@@ -9,7 +9,6 @@ that returns an :class:`Objective`; the loop, checkpoints and export are the sam
 from __future__ import annotations
 
 import dataclasses
-import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,6 +24,7 @@ from medtune.train.recipe import (
     build_backbone,
     image_datasets,
     keep_best_weights,
+    ranks,
     run_dir,
     save_recipe,
 )
@@ -63,7 +63,7 @@ def run_pretrain(
     objective = OBJECTIVES[config.objective](config, backbone)
 
     data, loop = config.data, config.loop.to_loop_config("val_loss", "min")
-    rank, world = _ranks()
+    rank, world = ranks()
     shards = {"workers": data.workers, "seed": loop.seed, "rank": rank, "world": world}
     train_batches = make_batches(objective.train, data.batch_size, shuffle=True, **shards)
     evaluate = None
@@ -127,11 +127,12 @@ def dino_objective(config: PretrainConfig, backbone: Backbone) -> Objective:
     model = Dino(encoder, section, config.loop.max_steps, config.loop.batch_accumulation,
                  seed=config.loop.seed)  # fmt: skip
     view = config.data.augment
-    plain = config.model_copy(update={"data": config.data.model_copy(update={"augment": None})})
-    crops = multi_crop(section, encoder, view)
-    train, val = image_datasets(plain, encoder.contract, train_augment=crops, label_columns=[])
-    if val is not None:  # the validation loss compares global views, seeded: the same each time
-        val.augment = multi_crop(section, encoder, view, local=False)
+    # The validation loss compares global views, seeded: the same each time.
+    train, val = image_datasets(
+        config, encoder.contract, train_augment=multi_crop(section, encoder, view),
+        val_augment=multi_crop(section, encoder, view, local=False), recipe_augment=False,
+        label_columns=[],
+    )  # fmt: skip
     lines = []
     global_size, local_size = view_sizes(section, encoder)
     sizes = {global_size, local_size} if section.local_crops else {global_size}
@@ -182,8 +183,3 @@ OBJECTIVES: dict[str, Callable[[PretrainConfig, Backbone], Objective]] = {
     "dino": dino_objective,
     "contrastive": contrastive_objective,
 }
-
-
-def _ranks() -> tuple[int, int]:
-    """(rank, world size) under torchrun, else (0, 1): the loader shards by them."""
-    return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))

@@ -7,6 +7,7 @@ on these: build, prepare, ``fit``, export.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -62,20 +63,34 @@ def image_datasets(
     contract: InputContract,
     *,
     train_augment: Any,
+    val_augment: Any = None,
+    recipe_augment: bool = True,
     **dataset_kwargs: Any,
 ) -> tuple[Any, Any | None]:
     """(train, val) :class:`medtune.train.data.ImageDataset` of the recipe's workspace and
-    data section; val is None when ``data.val`` is empty. ``dataset_kwargs`` (label columns,
-    policies, text) go to both."""
+    data section; val is None when ``data.val`` is empty. The recipe's ``data.augment``
+    replaces ``train_augment`` unless ``recipe_augment`` is False (an objective that reads it
+    otherwise, as DINO does per view). ``dataset_kwargs`` (label columns, policies, text) go to
+    both."""
     from medtune.train.data import ImageDataset
 
     data: DataSection = config.data
     common = {"contract": contract, "split_column": data.split_column, "where": data.where,
               **dataset_kwargs}  # fmt: skip
-    augment = data.augment if data.augment is not None else train_augment
+    augment = train_augment
+    if recipe_augment and data.augment is not None:
+        augment = data.augment
     train = ImageDataset(config.workspace, split_values=data.train, augment=augment, **common)
-    val = ImageDataset(config.workspace, split_values=data.val, **common) if data.val else None
+    val = None
+    if data.val:
+        val = ImageDataset(config.workspace, split_values=data.val, augment=val_augment, **common)
     return train, val
+
+
+def ranks() -> tuple[int, int]:
+    """(rank, world size) under torchrun, else (0, 1): loaders shard by them, rank 0 exports.
+    Read from torchrun's environment: loaders are built before the loop joins the group."""
+    return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
 
 
 def save_recipe(run: Path, config: PretrainConfig | FinetuneConfig) -> None:
