@@ -107,6 +107,7 @@ class LoopSection(Recipe):
     mode: Literal["min", "max"] | None = None
     seed: int = 0
     deterministic: bool = False
+    compile: bool = Field(False, description="torch.compile each block (GPU runs: faster)")
     log_every: int = Field(10, ge=1)
     tracking_uri: str | None = Field(None, description="MLflow store, e.g. sqlite:///mlflow.db")
 
@@ -211,6 +212,7 @@ class ReportSection(Recipe):
     vocab_size: int = Field(2000, ge=100, description="scratch decoder: BPE trained on reports")
     max_tokens: int = Field(128, ge=8, le=2048)
     decoder_lora: bool = Field(False, description="LoRA on a pretrained decoder, else full")
+    label_smoothing: float = Field(0.0, ge=0, lt=1, description="of the token cross-entropy")
     decode: Literal["beam", "greedy", "sample"] = "beam"
     beams: int = Field(3, ge=1, le=32)
     top_p: float = Field(0.9, gt=0, le=1)

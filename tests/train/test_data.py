@@ -227,6 +227,10 @@ def test_text_is_the_report_of_the_study(workspace: Path) -> None:
     texts = [body[i]["text"] for i in range(len(body))]
     assert all(texts) and not any("history" in t.lower() for t in texts)
     assert any("history" in whole[i]["text"].lower() for i in range(len(whole)))
+    # No sign-off or call-back line (a name placeholder and a date make each report unique).
+    signed = ("signed", "dictated", "radiologist", "[name]", "finalized")
+    assert not any(word in t.lower() for t in texts for word in signed)
+    assert any(word in whole[i]["text"].lower() for i in range(len(whole)) for word in signed)
     batch = next(iter(make_loader(body, batch_size=4, seed=0)))
     assert len(batch["text"]) == 4 and all(isinstance(t, str) and t for t in batch["text"])
 

@@ -34,7 +34,7 @@ from medtune.models.weights import save_weights
 from medtune.train.augment import DEFAULT_AUGMENT
 from medtune.train.loop import fit
 from medtune.train.modes import Prepared, finish_backbone, save_adapter
-from medtune.train.recipe import Backbone, image_datasets, keep_best_weights, ranks
+from medtune.train.recipe import Backbone, evaluation_at, image_datasets, keep_best_weights, ranks
 from medtune.train.tasks import TrainResult, register_task
 from medtune.workspace import atomic_write_text
 
@@ -101,13 +101,14 @@ def train_classify(
     )  # fmt: skip
     export = run / "export"
     exported_step = keep_best_weights(model, run, result)
+    exported_metrics = evaluation_at(run, exported_step) or dict(result.last_eval)
     if ranks()[0] == 0:  # under torchrun every rank gets here; one writes
         info = {
             "labels": train.label_names,
             "label_columns": train.label_columns,
             "head": head.config,
             "mode": prepared.mode,
-            "metrics": result.last_eval,
+            "metrics": exported_metrics,
             "step": exported_step,
             "steps": result.steps,
             "best": {"step": result.best_step, "value": result.best_value},
@@ -115,7 +116,7 @@ def train_classify(
             "init": str(backbone.init) if backbone.init is not None else None,
         }
         _export(export, backbone, prepared, head, info)
-    return TrainResult(run, export, result.steps, dict(result.last_eval),
+    return TrainResult(run, export, result.steps, exported_metrics,
                        _summary(prepared, model, train, val, result))  # fmt: skip
 
 

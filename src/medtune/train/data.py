@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -45,6 +46,16 @@ LABEL_PREFIX = "label_"
 _NULL = -128  # int8 code of a null label (not mentioned, or no report)
 _SCALE = {np.dtype("uint8"): 255.0, np.dtype("uint16"): 65535.0}
 _OPEN_SHARDS = 64  # memory maps kept open per process (each holds a file descriptor)
+# Sign-off, attestation and call-back lines at a report's end ("Electronically signed by
+# [NAME] MD on ...", "Results were called to Dr. ..."): no finding in them, and a date and a
+# name make every report unique, which a text tower or a report decoder would learn instead.
+_SIGN_OFF = re.compile(
+    r"^\s*(electronically\s+signed|e-?signed|signed|dictated|transcribed|reviewed|verified|"
+    r"attested|report\s+(finalized|finalised|verified|approved|signed)|reading\s+radiologist|"
+    r"(attending\s+)?radiologist\s*:|read\s+by|"
+    r"(critical\s+)?(results?|findings?)\s+((was|were)\s+)?(called|communicated|discussed))\b",
+    re.IGNORECASE,
+)
 
 
 class ImageDataset(Dataset[dict[str, Any]]):
@@ -281,11 +292,17 @@ def _report_texts(path: Path, sections: bool) -> dict[str, str]:
 
 
 def _report_body() -> Callable[[str], str]:
-    """A function giving the parts of a report the labeler reads (curate/labeler.py)."""
+    """A function giving the parts of a report the labeler reads (curate/labeler.py), without
+    sign-off lines."""
     from medtune.curate.labeler import load_rules, report_body
 
     rules = load_rules()
-    return lambda text: report_body(text, rules)
+
+    def body(text: str) -> str:
+        lines = report_body(text, rules).splitlines()
+        return "\n".join(line for line in lines if not _SIGN_OFF.match(line)).strip()
+
+    return body
 
 
 # ---------------------------------------------------------------------------------------------

@@ -41,7 +41,7 @@ from medtune.models.grounding import (
     load_grounding,
 )
 from medtune.train.modes import Prepared, finish_backbone, save_adapter
-from medtune.train.recipe import Backbone, image_datasets, keep_best_weights
+from medtune.train.recipe import Backbone, evaluation_at, image_datasets, keep_best_weights
 from medtune.train.tasks import TrainResult, register_task
 
 __all__ = [
@@ -248,13 +248,14 @@ def train_grounding(
         progress=progress,
     )
     exported_step = keep_best_weights(model, run, result)
+    exported_metrics = evaluation_at(run, exported_step) or dict(result.last_eval)
     info = {
         "head": head.config(),
         "text": section.text.as_mapping(),
         "projection_dim": section.projection_dim,
         "threshold": section.threshold,
         "mode": prepared.mode,
-        "metrics": result.last_eval,
+        "metrics": exported_metrics,
         "step": exported_step,
         "steps": result.steps,
         "best": {"step": result.best_step, "value": result.best_value},
@@ -263,7 +264,7 @@ def train_grounding(
     }
     export = _export(run / "export", backbone, prepared, head, info)
     lines = _summary(prepared, head, train, val, len(phrases), result)
-    return TrainResult(run, export, result.steps, dict(result.last_eval), lines)
+    return TrainResult(run, export, result.steps, exported_metrics, lines)
 
 
 def _box_datasets(

@@ -22,6 +22,7 @@ from medtune.train.loop import StepFn, fit
 from medtune.train.recipe import (
     Backbone,
     build_backbone,
+    evaluation_at,
     image_datasets,
     keep_best_weights,
     ranks,
@@ -76,13 +77,14 @@ def run_pretrain(
 
     chosen = result if objective.export_best else dataclasses.replace(result, best_step=None)
     exported_step = keep_best_weights(objective.model, run, chosen)  # with EMA weights, if any
+    exported_metrics = evaluation_at(run, exported_step) or dict(result.last_eval)
     encoder, parts, info = objective.finish()
     export_dir = run / "export"
     if rank == 0:
         export_model(export_dir, task="encoder", backbone=backbone.config, encoder=encoder,
                      parts=parts, info={
                          "objective": config.objective,
-                         "metrics": result.last_eval,
+                         "metrics": exported_metrics,
                          "step": exported_step,
                          "steps": result.steps,
                          "best": {"step": result.best_step, "value": result.best_value},
@@ -96,7 +98,7 @@ def run_pretrain(
         lines.append(f"last evaluation: {shown}")
     lines.append(f"export: {export_dir}, weights of step {exported_step} (use it as a "
                  "fine-tuning recipe's init)")  # fmt: skip
-    return TrainResult(run, export_dir, result.steps, dict(result.last_eval), lines)
+    return TrainResult(run, export_dir, result.steps, exported_metrics, lines)
 
 
 def make_batches(

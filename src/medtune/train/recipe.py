@@ -115,3 +115,14 @@ def keep_best_weights(model: Any, run: Path, result: Any) -> int:
     if not path.is_dir():  # the best one pruned by hand, or no checkpoint at all: keep as is
         return result.steps
     return load_evaluated_weights(path, model)
+
+
+def evaluation_at(run: Path, step: int) -> dict[str, float]:
+    """The metrics the run's evaluation at ``step`` wrote to metrics.jsonl ({} if none): what
+    an export made with :func:`keep_best_weights` scores."""
+    from medtune.train.tracking import read_metrics
+
+    for record in reversed(read_metrics(run / "metrics.jsonl")):
+        if record.get("kind") == "eval" and record.get("step") == step:
+            return {k: v for k, v in record.items() if k not in ("kind", "step")}
+    return {}
