@@ -19,10 +19,11 @@
    with torch.compile on a device-resident batch, (b) medtune's fit with ``compile=True`` on
    the same, (c) fit end to end: stored uint8 pixels from the shards (the loader only copies
    and collates) augmented on the GPU (train/gpu_augment.py). Target: at least 40% MFU.
-   Measured on an H100 80GB HBM3 (torch 2.11, batch 512): (a) 3,417 images/s, 36.5% MFU;
-   (b) 1.00x of (a); (c) 3,309 images/s, 35.3%, 0.97x. What is left is memory-bound work
-   around the matrix products (layer norms, GELU, the fp32 residual stream of autocast);
-   keeping the residual stream in bf16 gave 39.3% for (a).
+   Measured on an H100 80GB HBM3 (torch 2.11), with the residual stream in bf16 and the
+   patch embedding as one matrix product: batch 512: (a) 3,733 images/s, 39.8% MFU; (b) 0.97x
+   of (a), 38.8%; (c) 3,535 images/s, 37.7%, 0.95x. Batch 768: (a) 3,754 images/s, 40.0%;
+   (b) 39.2%; (c) 3,567 images/s, 38.1%. (Before those two changes, batch 512: (a) 36.5%.)
+   What is left is memory-bound work around the matrix products (layer norms, GELU).
 
 The workspace is synthetic, written as ingest writes it (ShardWriter shards of 1,024 images,
 write_catalog with label and split columns): ``--images`` smooth random 256 px images in a

@@ -143,3 +143,13 @@ def test_a_pickle_under_a_safetensors_name_is_not_loaded(tmp_path: Path) -> None
         load_weights(tiny_vit(), tmp_path / "absent.safetensors")
     with pytest.raises(MedtuneError, match=r"only as \.safetensors"):
         save_weights(tiny_vit(), tmp_path / "out.pt")
+
+
+def test_patch_embedding_is_the_strided_convolution_it_stores():
+    from medtune.models.vit import PatchEmbed
+
+    for channels, patch, shape in ((1, 16, (64, 48)), (3, 8, (32, 40))):
+        embed = PatchEmbed(channels, 24, patch)
+        x = torch.randn(2, channels, *shape)
+        expected = embed.proj(x).flatten(2).transpose(1, 2)
+        torch.testing.assert_close(embed(x), expected, atol=1e-5, rtol=1e-5)
