@@ -220,3 +220,30 @@ def test_keep_best_weights_loads_the_best_evaluation_with_its_ema(tmp_path):
     assert not all(torch.equal(v, seen[2][k]) for k, v in _weights(model).items())
     assert keep_best_weights(model, tmp_path / "r", result) == 2
     assert all(torch.equal(v, seen[2][k]) for k, v in _weights(model).items())
+
+
+def test_lr_scale_slows_the_parameters_it_names(tmp_path):
+    model = _mlp()
+    before = _weights(model)
+    config = _config(max_steps=3, weight_decay=0.0)
+    fit(model, _mse, [_data(8)], config, tmp_path / "r", lr_scale={"0.": 0.0, "2.": 0.5})
+    after = _weights(model)
+    assert torch.equal(before["0.weight"], after["0.weight"])  # scale 0: frozen in effect
+    assert not torch.equal(before["2.weight"], after["2.weight"])
+    # Adam's first step moves each weight by about lr x scale, whatever its gradient.
+    plain = _mlp()
+    fit(plain, _mse, [_data(8)], _config(max_steps=1, weight_decay=0.0), tmp_path / "p")
+    half = _mlp()
+    fit(half, _mse, [_data(8)], _config(max_steps=1, weight_decay=0.0), tmp_path / "h",
+        lr_scale={"2.": 0.5})  # fmt: skip
+    step_plain = float((plain.state_dict()["2.weight"] - before["2.weight"]).abs().max())
+    step_half = float((half.state_dict()["2.weight"] - before["2.weight"]).abs().max())
+    assert step_half == pytest.approx(step_plain / 2, rel=1e-4)
+
+
+def test_multi_crop_batches_count_images_not_views(tmp_path):
+    from medtune.train.loop import _batch_size
+
+    views = [torch.zeros(6, 1, 8, 8), torch.zeros(6, 1, 8, 8), torch.zeros(6, 1, 4, 4)]
+    assert _batch_size({"image": views}) == 6
+    assert _batch_size({"text": ["a", "b"]}) == 2

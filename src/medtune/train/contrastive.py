@@ -10,11 +10,9 @@ Images of one study share its report. Identical reports embed identically, so th
 cannot push them apart and needs no special case (its floor is log of the number of copies);
 retrieval counts any copy of an image's report as a hit.
 
-``text_lr_scale``: 0 freezes the text tower (the recipe leaves it out of the trainable
-parameters and it stays in eval mode). Other values need a learning rate per parameter group,
-which the loop does not have yet; until then the text tower trains at the loop's rate.
-Scaling its gradients instead would do nothing: AdamW's steps do not depend on the scale of
-the gradients.
+``text_lr_scale``: the text tower learns at the loop's rate times this (``fit``'s
+``lr_scale``: a pretrained tower adapts gently while the projections and the image tower learn
+at full rate); 0 freezes it (left out of the trainable parameters, kept in eval mode).
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ import math
 import os
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -127,6 +127,7 @@ def fit(
     resume: bool = False,
     trainable: Iterable[nn.Parameter] | None = None,
     progress: bool | Progress | None = None,
+    lr_scale: Mapping[str, float] | None = None,
 ) -> RunResult:
     """Train ``model`` for ``config.max_steps`` optimizer steps; record everything in ``run_dir``.
 
@@ -136,7 +137,9 @@ def fit(
     mode under ``no_grad`` (with the EMA weights if any) and returns metrics including
     ``config.monitor``; each module's train/eval mode is restored afterwards, so a recipe may keep
     a frozen backbone in eval mode. ``resume`` continues from the newest complete checkpoint.
-    ``progress``: None for a rich bar on a terminal, False for none. Example::
+    ``progress``: None for a rich bar on a terminal, False for none. ``lr_scale`` multiplies
+    the learning rate of parameters by name prefix (``{"text.": 0.1}``: a pretrained text
+    tower adapts ten times slower than the rest). Example::
 
         fit(model, lambda m, b: {"loss": F.mse_loss(m(b["x"]), b["y"])}, loader,
             LoopConfig(max_steps=100, lr=1e-3), ws.run_dir("mlp"))
@@ -146,13 +149,14 @@ def fit(
     try:
         with _determinism(config.deterministic):
             return _fit(model, step_fn, train_batches, config, run_dir, evaluate, resume,
-                        trainable, progress, ranks)  # fmt: skip
+                        trainable, progress, ranks, lr_scale or {})  # fmt: skip
     finally:
         if ranks.owns_group:
             dist.destroy_process_group()
 
 
-def _fit(model, step_fn, batches, config, run_dir, evaluate, resume, trainable, progress, ranks):
+def _fit(model, step_fn, batches, config, run_dir, evaluate, resume, trainable, progress, ranks,
+         lr_scale):  # fmt: skip
     if not resume:
         _refuse_existing_run(run_dir)
     _seed_all(config.seed + ranks.rank)
@@ -163,7 +167,7 @@ def _fit(model, step_fn, batches, config, run_dir, evaluate, resume, trainable, 
     if config.compile:
         _compile(_unwrap(model))
     named = _trainable(_unwrap(model), trainable)
-    optimizer = _make_optimizer(_unwrap(model), named, config, ranks.device)
+    optimizer = _make_optimizer(_unwrap(model), named, config, ranks.device, lr_scale)
     ema = WeightEma(named, config.ema_decay) if config.ema_decay else None
     stream = BatchStream(batches)
     state = _restore(run_dir, _unwrap(model), optimizer, ema, stream, ranks) if resume else None
@@ -191,7 +195,7 @@ def _train(model, step_fn, stream, optimizer, ema, named, config, state, evaluat
     while state.step < config.max_steps and not state.stopped:
         lr = cosine_lr(state.step, config.lr, config.warmup_steps, config.max_steps, config.min_lr)
         for group in optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group["lr_scale"]
         metrics, samples = _accumulate(model, step_fn, stream, config, amp, writer.ranks)
         _sync_gradients(params, writer.ranks)
         metrics["grad_norm"] = _clip(params, config.grad_clip)
@@ -374,17 +378,27 @@ def _trainable(model: nn.Module, trainable) -> list[tuple[str, nn.Parameter]]:
     return chosen
 
 
-def _make_optimizer(model, named, config: LoopConfig, device) -> torch.optim.Optimizer:
+def _make_optimizer(model, named, config: LoopConfig, device, lr_scale) -> torch.optim.Optimizer:
     no_decay_names = set(model.no_weight_decay()) if hasattr(model, "no_weight_decay") else set()
-    decay, no_decay = [], []
+    groups: dict[tuple[bool, float], list[nn.Parameter]] = {}
     for name, p in named:
         # Norm scales, biases (1-d) and named embeddings are not shrunk toward zero.
-        (no_decay if p.ndim < 2 or name in no_decay_names else decay).append(p)
-    groups = [
-        {"params": decay, "weight_decay": config.weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
-    ]
-    return torch.optim.AdamW(groups, lr=config.lr, fused=device.type == "cuda" or None)
+        decays = not (p.ndim < 2 or name in no_decay_names)
+        groups.setdefault((decays, _scale_of(name, lr_scale)), []).append(p)
+    for key in ((True, 1.0), (False, 1.0)):  # always both: resumed runs see the same groups
+        groups.setdefault(key, [])
+    param_groups = [
+        {"params": params, "weight_decay": config.weight_decay if decays else 0.0,
+         "lr_scale": scale}
+        for (decays, scale), params in sorted(groups.items(), key=lambda kv: (-kv[0][0], -kv[0][1]))
+    ]  # fmt: skip
+    return torch.optim.AdamW(param_groups, lr=config.lr, fused=device.type == "cuda" or None)
+
+
+def _scale_of(name: str, lr_scale: Mapping[str, float]) -> float:
+    """The learning-rate factor of the longest prefix of ``name`` in ``lr_scale`` (else 1)."""
+    matches = [prefix for prefix in lr_scale if name.startswith(prefix)]
+    return float(lr_scale[max(matches, key=len)]) if matches else 1.0
 
 
 def _sync_gradients(params: list[nn.Parameter], ranks: _Ranks) -> None:
@@ -509,6 +523,7 @@ def _batch_size(batch: Any) -> int:
     for value in batch.values() if isinstance(batch, dict) else [batch]:
         if isinstance(value, torch.Tensor) and value.ndim > 0:
             return int(value.shape[0])
-        if isinstance(value, list | tuple):
-            return len(value)
+        if isinstance(value, list | tuple):  # multi-crop views: a list of (B, ...) tensors
+            first = value[0] if value else None
+            return int(first.shape[0]) if isinstance(first, torch.Tensor) else len(value)
     return 1

@@ -46,6 +46,7 @@ class Objective:
     finish: Callable[[], tuple[Encoder, dict[str, nn.Module], dict[str, Any]]]
     export_best: bool  # export the best evaluation's weights (else the last ones)
     lines: list[str] = field(default_factory=list)
+    lr_scale: dict[str, float] = field(default_factory=dict)  # by parameter-name prefix
 
 
 def run_pretrain(
@@ -73,7 +74,8 @@ def run_pretrain(
         val_batches = make_batches(objective.val, val_size, shuffle=False, **shards)
         evaluate = lambda model: objective.evaluate(model, val_batches)  # noqa: E731
     result = fit(objective.model, objective.step_fn, train_batches, loop, run, evaluate=evaluate,
-                 resume=resume, trainable=objective.trainable, progress=progress)  # fmt: skip
+                 resume=resume, trainable=objective.trainable, progress=progress,
+                 lr_scale=objective.lr_scale)  # fmt: skip
 
     chosen = result if objective.export_best else dataclasses.replace(result, best_step=None)
     exported_step = keep_best_weights(objective.model, run, chosen)  # with EMA weights, if any
@@ -164,11 +166,6 @@ def contrastive_objective(config: PretrainConfig, backbone: Backbone) -> Objecti
     rows = {"label_columns": [], "text": True, "text_sections": section.sections}
     train, val = image_datasets(config, encoder.contract, train_augment=DEFAULT_AUGMENT, **rows)
     lines = []
-    if 0 < section.text_lr_scale != 1:
-        lines.append(
-            f"contrastive: text_lr_scale {section.text_lr_scale} is not applied yet (the loop "
-            "has one learning rate): the text tower trains at the loop's rate"
-        )
 
     def finish() -> tuple[Encoder, dict[str, nn.Module], dict[str, Any]]:
         parts = {"image_projection": model.image_projection,
@@ -178,7 +175,8 @@ def contrastive_objective(config: PretrainConfig, backbone: Backbone) -> Objecti
         return model.image, parts, info
 
     return Objective(model, contrastive_step, model.trainable_parameters(), train, val,
-                     evaluate_contrastive, finish, export_best=True, lines=lines)  # fmt: skip
+                     evaluate_contrastive, finish, export_best=True, lines=lines,
+                     lr_scale={"text.": section.text_lr_scale})  # fmt: skip
 
 
 OBJECTIVES: dict[str, Callable[[PretrainConfig, Backbone], Objective]] = {
