@@ -30,6 +30,8 @@ lint: $(STAMP)
 bench: bytecode
 	$(BIN)/python benchmarks/bench_synth.py
 	$(BIN)/python benchmarks/bench_ingest.py
+	$(BIN)/python benchmarks/bench_label.py
+	$(BIN)/python benchmarks/bench_train.py
 
 clean:
 	rm -rf $(VENV) medtune-demo medtune-demo.key .pytest_cache .ruff_cache

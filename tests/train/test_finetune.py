@@ -140,3 +140,38 @@ def test_resume_after_a_kill_gives_the_uninterrupted_run(workspace: Path, tmp_pa
             for r in read_metrics(resumed.run_dir / "metrics.jsonl")] == strip  # fmt: skip
     torch.testing.assert_close(predict(resumed.export_dir, images()), probabilities,
                                rtol=0, atol=0)  # fmt: skip
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_finetune_command_under_torchrun_with_two_ranks(workspace: Path, tmp_path: Path) -> None:
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    import yaml
+
+    ws = tmp_path / "ws"
+    shutil.copytree(workspace, ws)
+    recipe_path = tmp_path / "lora.yaml"
+    recipe_path.write_text(yaml.safe_dump({
+        "kind": "finetune", "workspace": str(ws), "mode": "lora", "backbone": TINY_VIT,
+        "data": {"batch_size": 8}, "lora": {"rank": 2}, "classify": {"labels": LABELS},
+        "loop": {"max_steps": 4, "lr": 1e-2, "eval_every": 2, "log_every": 1},
+    }))  # fmt: skip
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+               "--master_port", str(port), "-m", "medtune", "finetune",
+               str(recipe_path)]  # fmt: skip
+    env = os.environ | {"OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}  # gloo, 2 CPUs
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    run = ws / "runs" / "finetune-classify-lora"
+    records = read_metrics(run / "metrics.jsonl")  # rank 0 alone writes: one line a step
+    assert [r["step"] for r in records if r["kind"] == "train"] == [1, 2, 3, 4]
+    assert latest_complete(run).name == "step-00000004"
+    assert json.loads((run / "export" / "medtune.json").read_text())["mode"] == "lora"
+    assert predict(run / "export", images()).shape == (len(images()), len(LABELS))
