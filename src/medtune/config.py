@@ -209,6 +209,19 @@ class CurateConfig(Recipe):
     )
 
 
+class DemoTrainConfig(Recipe):
+    """The demo's training stage: the shipped recipes (pretrain/dino, finetune/classify-probe,
+    finetune/report, finetune/ground) run on the demo workspace with a laptop's budget."""
+
+    enabled: bool = Field(True, description="false: stop after curation")
+    image_size: int = Field(64, ge=32, le=512, description="the tiny ViT's input side, px")
+    pretrain_steps: int = Field(100, ge=1, description="DINO steps")
+    finetune_steps: int = Field(120, ge=1, description="steps of each fine-tuning run")
+    tasks: list[Literal["classify", "report", "ground"]] = Field(
+        default_factory=lambda: ["classify", "report", "ground"]
+    )
+
+
 class DemoConfig(Recipe):
     """``medtune demo``: the whole pipeline on the embedded synthetic cohort."""
 
@@ -221,6 +234,7 @@ class DemoConfig(Recipe):
     synth: SynthConfig = Field(default_factory=lambda: SynthConfig(patients=120, sites=5, size=512))
     ingest: IngestConfig = Field(default_factory=IngestConfig)
     curate: CurateConfig = Field(default_factory=CurateConfig)
+    train: DemoTrainConfig = Field(default_factory=DemoTrainConfig)
 
 
 # Registry of recipe kinds: adding a recipe type is one model and one line here.

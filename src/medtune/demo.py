@@ -3,8 +3,9 @@
 Generate the synthetic multi-site cohort, then ingest and de-identify it into the workspace
 dataset as a hospital's export would be (the leak check against the cohort's PHI manifest must
 pass), then curate it: labels from the reports (scored against the cohort's truth), a
-patient-grouped split and an out-of-domain one, and the dataset card. Later stages (pretrain,
-evaluate) are added here as they land, so ``make demo`` stays the one entry point.
+patient-grouped split and an out-of-domain one, and the dataset card; then train: pretrain the
+tiny ViT and fine-tune it to each task (medtune.demo_train). Later stages (evaluate) are added
+here as they land, so ``make demo`` stays the one entry point.
 """
 
 from __future__ import annotations
@@ -45,6 +46,10 @@ def run_demo(config: DemoConfig, progress: Progress | None = None) -> Summary:
     summary.lines.extend(ingested.lines)
     summary.lines.append("leak check: no identifier of the cohort's PHI manifest in the dataset")
     curate(config, workspace, cohort_dir, summary, progress)
+    if config.train.enabled:
+        from medtune.demo_train import train
+
+        train(config, workspace, cohort_dir, summary, progress)
     summary.lines.append(f"workspace: {workspace.root}")
     return summary
 
