@@ -106,14 +106,20 @@ def check_workspace(
     needles = Needles.of(cohort.known)
     reports = []
     if ws.reports_path.exists():
-        reports = pq.read_table(ws.reports_path, columns=["study_id", "text"]).to_pylist()
+        columns = ["study_id", "patient_id", "text"]
+        reports = pq.read_table(ws.reports_path, columns=columns).to_pylist()
     hits = scan_texts(workspace_texts(ws), needles)
     hits += scan_texts((("reports", r["text"] or "") for r in reports), needles)
     if pseudo is not None:
         dates_by_study = {pseudo.study(a): d for a, d in cohort.dates_by_accession.items()}
         for report in reports:
-            dates = dates_by_study.get(report["study_id"])
+            dates = set(dates_by_study.get(report["study_id"]) or ())
+            if report.get("patient_id"):
+                # A real date that is also the correct shift of another of the patient's dates
+                # (the shift equals the days between two of their studies) is what a right
+                # de-identification writes: it tells a reader nothing, so it is no hit.
+                dates -= {pseudo.shift_date(report["patient_id"], d) for d in dates}
             if dates:
-                own = Identifiers(dates=set(dates))
+                own = Identifiers(dates=dates)
                 hits += [Hit(k, "reports") for k in Needles.of(own).find(report["text"] or "")]
     return hits
