@@ -65,3 +65,15 @@ def test_word_lookup_agrees_with_search_on_word_bounded_values() -> None:
              "ST. ELSEWHERE GENERAL HOSPITAL", "call +1 555 010 4477", "No effusion.")  # fmt: skip
     for text in texts:
         assert needles.find_words(text) == needles.find(text), text
+
+
+def test_an_id_that_looks_like_a_date_is_not_found_in_a_written_date_time():
+    known = Identifiers()
+    known.add("ids", "2012031521")  # a date-based accession number: 2012-03-15, study 21
+    for many in (False, True):  # find, and find_words (used for large needle sets)
+        needles = leak.Needles.of(known)
+        find = needles.find_words if many else needles.find
+        assert find("Electronically signed on 2012-03-15 21:26:12") == []
+        assert find("Signed 03/15/2012 at 21:26") == []
+        assert find("Accession: 2012031521") == ["ids"]
+        assert find("Acc 2012-0315-21") == ["ids"]  # other separators: still the id

@@ -31,6 +31,20 @@ class Hit:
 
 
 _SQUASHED = ("dates", "ids", "contacts")  # matched with separators removed: 2020-01-02 = 20200102
+# Written dates and times, left out when looking for ids: squashed, "2012-03-15 21:26:12" holds
+# the digits of any id that looks like a date (accession 2012031521). An id written with
+# separators the same way is still found as a date of the patient when it is one.
+_DATE_TIME = re.compile(
+    r"\b\d{4}-\d{1,2}-\d{1,2}(?:[ T]\d{1,2}:\d{2}(?::\d{2})?)?\b"
+    r"|\b\d{1,2}[/.]\d{1,2}[/.]\d{2,4}\b|\b\d{1,2}:\d{2}(?::\d{2})?\b"
+)
+
+
+def _word_runs(tokens: list[str], longest: int) -> Iterable[list[str]]:
+    """Every run of 1 to ``longest`` consecutive tokens."""
+    for i in range(len(tokens)):
+        for n in range(1, min(longest, len(tokens) - i) + 1):
+            yield tokens[i : i + n]
 
 
 @dataclass(frozen=True)
@@ -63,6 +77,7 @@ class Needles:
             return []
         norm = normalise(text)
         spaced, squashed = f" {norm} ", norm.replace(" ", "")
+        squashed_ids = normalise(_DATE_TIME.sub(" ", text)).replace(" ", "")
         kinds: list[str] = []
         for kind, values in self.by_kind.items():
             if kind == "name_parts" and coded:
@@ -72,7 +87,7 @@ class Needles:
                 continue
             for value in values:
                 if kind in _SQUASHED:
-                    hit = value.replace(" ", "") in squashed
+                    hit = value.replace(" ", "") in (squashed_ids if kind == "ids" else squashed)
                 else:
                     hit = f" {value} " in spaced
                 if hit:
@@ -84,21 +99,23 @@ class Needles:
         """Like :meth:`find`, for large needle sets: looks up runs of up to ``longest`` whole
         words in hash sets instead of searching for every needle. Misses only an identifier
         glued to other letters or digits ("xMRN123"), which :meth:`find` catches."""
-        tokens = normalise(text).split()
         spaced_sets = {k: self.by_kind[k] for k in ("names", "name_parts", "places")}
-        squashed_sets = {k: self._squashed(k) for k in _SQUASHED}
+        squashed_sets = {k: self._squashed(k) for k in _SQUASHED if k != "ids"}
         kinds: list[str] = []
-        for i in range(len(tokens)):
-            for n in range(1, min(longest, len(tokens) - i) + 1):
-                gram = tokens[i : i + n]
-                spaced, squashed = " ".join(gram), "".join(gram)
-                for kind, values in spaced_sets.items():
-                    found = "names" if kind == "name_parts" else kind
-                    if found not in kinds and spaced in values:
-                        kinds.append(found)
-                for kind, values in squashed_sets.items():
-                    if kind not in kinds and squashed in values:
-                        kinds.append(kind)
+        for gram in _word_runs(normalise(text).split(), longest):
+            spaced, squashed = " ".join(gram), "".join(gram)
+            for kind, values in spaced_sets.items():
+                found = "names" if kind == "name_parts" else kind
+                if found not in kinds and spaced in values:
+                    kinds.append(found)
+            for kind, values in squashed_sets.items():
+                if kind not in kinds and squashed in values:
+                    kinds.append(kind)
+        ids = self._squashed("ids")  # looked for with written dates and times left out
+        for gram in _word_runs(normalise(_DATE_TIME.sub(" ", text)).split(), longest):
+            if "".join(gram) in ids:
+                kinds.append("ids")
+                break
         return kinds
 
     def _squashed(self, kind: str) -> frozenset[str]:
