@@ -1,0 +1,1 @@
+"""Evaluation: the metrics and suites that score fine-tuned models like a paper does."""
