@@ -27,7 +27,7 @@ import re
 from collections import Counter
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
-from itertools import repeat
+from itertools import chain, repeat
 
 from medtune.errors import MedtuneError
 
@@ -96,9 +96,20 @@ def _r2gen_sentence(sentence: str) -> str:
     return _R2GEN_STRIP.sub("", sentence.strip().lower())
 
 
-def _ngrams(words: list[str], n: int) -> list[Counter[tuple[str, ...]]]:
-    """Counts of the 1..n-grams of `words`, one Counter per order (index 0: unigrams)."""
-    return [Counter(zip(*(words[i:] for i in range(k)), strict=False)) for k in range(1, n + 1)]
+def _ngrams(ids: list[int], n: int, base: int) -> list[Counter[int]]:
+    """Counts of the 1..n-grams of word ids, one Counter per order (index 0: unigrams).
+
+    An n-gram is the integer whose base-`base` digits are its word ids: unique within an order
+    (orders have their own Counters), and ints hash far faster than tuples of strings. The
+    map() chain keeps the per-token work in C.
+    """
+    grams = [Counter(ids)]
+    codes = ids
+    for k in range(1, n):
+        # map() stops at its shortest input, so `codes` loses its last entry on each order.
+        codes = list(map(operator.add, map(operator.mul, codes, repeat(base)), ids[k:]))
+        grams.append(Counter(codes))
+    return grams
 
 
 @dataclass(slots=True)
@@ -109,8 +120,8 @@ class _Pair:
     refs: Sequence[str]
     hyp_len: int
     ref_lens: list[int]
-    hyp_grams: list[Counter[tuple[str, ...]]]
-    ref_grams: list[list[Counter[tuple[str, ...]]]]
+    hyp_grams: list[Counter[int]]
+    ref_grams: list[list[Counter[int]]]
 
 
 def _prepare(predictions: Reports, references: Reports, n: int) -> list[_Pair]:
@@ -121,23 +132,28 @@ def _prepare(predictions: Reports, references: Reports, n: int) -> list[_Pair]:
         raise MedtuneError(f"predictions and references have different ids, e.g. {example!r}")
     if not predictions:
         raise MedtuneError("no reports to score: predictions and references are empty")
-    pairs = []
+    split = []
     for key, hyps in predictions.items():
         refs = references[key]
         if isinstance(hyps, str) or len(hyps) != 1:
             raise MedtuneError(f"prediction {key!r} must be a list of exactly one string")
         if isinstance(refs, str) or len(refs) < 1:
             raise MedtuneError(f"references {key!r} must be a list of one or more strings")
-        hyp_words = hyps[0].split()
-        ref_words = [r.split() for r in refs]
+        split.append((hyps[0], refs, hyps[0].split(), [r.split() for r in refs]))
+    # Word ids over the whole set first, so that every n-gram code uses one base.
+    words = chain.from_iterable(chain([h], r) for _, _, h, r in split)
+    vocab = {w: i for i, w in enumerate(dict.fromkeys(chain.from_iterable(words)))}
+    base = len(vocab)
+    pairs = []
+    for hyp, refs, hyp_words, ref_words in split:
         pairs.append(
             _Pair(
-                hyp=hyps[0],
+                hyp=hyp,
                 refs=refs,
                 hyp_len=len(hyp_words),
                 ref_lens=[len(w) for w in ref_words],
-                hyp_grams=_ngrams(hyp_words, n),
-                ref_grams=[_ngrams(w, n) for w in ref_words],
+                hyp_grams=_ngrams(list(map(vocab.__getitem__, hyp_words)), n, base),
+                ref_grams=[_ngrams(list(map(vocab.__getitem__, w)), n, base) for w in ref_words],
             )
         )
     return pairs
@@ -164,7 +180,9 @@ def _bleu(pairs: list[_Pair], n: int) -> list[float]:
             max_ref = p.ref_grams[0][k]
             for grams in p.ref_grams[1:]:
                 max_ref = max_ref | grams[k]
-            correct[k] += sum(min(c, max_ref[g]) for g, c in p.hyp_grams[k].items())
+            hyp = p.hyp_grams[k]
+            # map() keeps this per-n-gram loop in C.
+            correct[k] += sum(map(min, hyp.values(), map(max_ref.get, hyp.keys(), repeat(0))))
             guess[k] += max(0, p.hyp_len - k)
     scores = []
     product = 1.0
@@ -260,37 +278,45 @@ def _cider_d(pairs: list[_Pair], n: int, sigma: float) -> float:
     return total / len(pairs)
 
 
-def _idf(pairs: list[_Pair], n: int) -> list[dict[tuple[str, ...], float]]:
+def _idf(pairs: list[_Pair], n: int) -> list[dict[int, float]]:
     """Per order, log(documents) - log(document frequency) over the references' n-grams.
 
     A document is one id's set of references, as in pycocoevalcap's compute_doc_freq.
     """
-    doc_freq: list[Counter[tuple[str, ...]]] = [Counter() for _ in range(n)]
+    doc_freq: list[Counter[int]] = [Counter() for _ in range(n)]
     for p in pairs:
         for k in range(n):
-            doc_freq[k].update(set().union(*(grams[k] for grams in p.ref_grams)))
+            if len(p.ref_grams) == 1:  # one reference: its keys are already distinct
+                doc_freq[k].update(p.ref_grams[0][k].keys())
+            else:
+                doc_freq[k].update(set().union(*(grams[k] for grams in p.ref_grams)))
     log_docs = math.log(len(pairs))
-    return [{g: log_docs - math.log(df) for g, df in freq.items()} for freq in doc_freq]
+    idf = []
+    for freq in doc_freq:
+        weights = map(operator.sub, repeat(log_docs), map(math.log, freq.values()))
+        idf.append(dict(zip(freq, weights, strict=True)))
+    return idf
 
 
-def _tfidf_norm(
-    counts: Counter[tuple[str, ...]], idf: dict[tuple[str, ...], float], unseen: float
-) -> float:
+def _tfidf_norm(counts: Counter[int], idf: dict[int, float], unseen: float) -> float:
     """Euclidean norm of the tf-idf vector of one order's n-gram counts."""
     # map() keeps the per-n-gram loop in C: this norm was most of CIDEr's time as a generator.
     weights = list(map(operator.mul, counts.values(), map(idf.get, counts.keys(), repeat(unseen))))
     return math.sqrt(sum(map(operator.mul, weights, weights)))
 
 
-def _clipped_dot(
-    hyp: Counter[tuple[str, ...]], ref: Counter[tuple[str, ...]], idf: dict[tuple[str, ...], float]
-) -> float:
+def _clipped_dot(hyp: Counter[int], ref: Counter[int], idf: dict[int, float]) -> float:
     """CIDEr-D's clipped dot product: sum of min(hyp, ref) * ref tf-idf weights.
 
     Both weights share the n-gram's idf, so min(h*idf, r*idf) * r*idf = min(h, r) * r * idf**2;
     only n-grams in both can contribute, and those are all in `idf` (they occur in a reference).
     """
-    return sum(min(hyp[g], ref[g]) * ref[g] * idf[g] ** 2 for g in hyp.keys() & ref.keys())
+    common = hyp.keys() & ref.keys()
+    ref_counts = list(map(ref.__getitem__, common))
+    weights = list(map(idf.__getitem__, common))
+    # map() chains, as in _tfidf_norm, keep the per-n-gram products in C.
+    clipped = map(operator.mul, map(min, map(hyp.__getitem__, common), ref_counts), ref_counts)
+    return sum(map(operator.mul, clipped, map(operator.mul, weights, weights)))
 
 
 def text_scores(predictions: Reports, references: Reports) -> dict[str, float]:
