@@ -171,6 +171,10 @@ class ImageDataset(Dataset[dict[str, Any]]):
             image = [self._normalised(view) for view in image]
         else:
             image = self._normalised(resize(image, self.contract.size))
+        return self.item(position, image)
+
+    def item(self, position: int, image: Any) -> dict[str, Any]:
+        """Item ``position`` around ``image``: its labels, mask, text and catalog row."""
         labels, mask = self._labels(position)
         return {
             "image": image,
@@ -180,16 +184,21 @@ class ImageDataset(Dataset[dict[str, Any]]):
             "index": int(self.rows[position]),
         }
 
-    def pixels(self, position: int) -> torch.Tensor:
-        """The stored image of item ``position`` as (1, H, W) float32 in [0, 1]."""
+    def stored(self, position: int) -> np.ndarray:
+        """The stored image of item ``position`` as it lies in its shard: (H, W) uint8 or
+        uint16, a view of the memory map."""
         code = int(self.shard_codes[position])
         shard = self._shard(code)
         index = int(self.shard_index[position])
         if not 0 <= index < len(shard):
             path = self.workspace.images_dir / f"{self.shard_names[code]}.npy"
             raise MedtuneError(f"{path}: no image {index} (the shard has {len(shard)})")
-        array = shard[index].astype(np.float32) / np.float32(_SCALE[shard.dtype])
-        return torch.from_numpy(array)[None]
+        return shard[index]
+
+    def pixels(self, position: int) -> torch.Tensor:
+        """The stored image of item ``position`` as (1, H, W) float32 in [0, 1]."""
+        array = self.stored(position)
+        return torch.from_numpy(array.astype(np.float32) / np.float32(_SCALE[array.dtype]))[None]
 
     def _shard(self, code: int) -> np.ndarray:
         shard = self._shards.get(code)

@@ -149,17 +149,7 @@ class StoredPixels(ImageDataset):
 
     def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
         position = key[0] if isinstance(key, tuple) else key
-        code = int(self.shard_codes[position])
-        shard = self._shard(code)
-        image = torch.from_numpy(shard[int(self.shard_index[position])].copy())[None]
-        labels, mask = self._labels(position)
-        return {
-            "image": image,
-            "labels": labels,
-            "label_mask": mask,
-            "text": self.texts[position] if self.texts is not None else "",
-            "index": int(self.rows[position]),
-        }
+        return self.item(position, torch.from_numpy(self.stored(position).copy())[None])
 
 
 def _as_unit_float(images: torch.Tensor) -> torch.Tensor:
