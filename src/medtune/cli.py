@@ -47,6 +47,15 @@ def _add_pacs_commands() -> None:
 
 _add_pacs_commands()
 
+
+def _add_evaluate_commands() -> None:
+    from medtune.cli_evaluate import evaluate_app  # typer only: keeps --help fast
+
+    app.add_typer(evaluate_app, name="evaluate")
+
+
+_add_evaluate_commands()
+
 SetOption = Annotated[
     list[str] | None,
     typer.Option("--set", help="Override a recipe value: --set synth.patients=20 (repeatable)."),
@@ -127,6 +136,9 @@ def demo(
     workspace: Annotated[
         Path | None, typer.Option(help="Workspace directory (default from the recipe).")
     ] = None,
+    quick: Annotated[
+        bool, typer.Option(help="A smaller cohort and budget (the demo-quick recipe): minutes.")
+    ] = False,
 ) -> None:
     """Run the pipeline on the embedded synthetic cohort.
 
@@ -134,6 +146,8 @@ def demo(
     """
     from medtune.config import DemoConfig, load_recipe
 
+    if quick:
+        recipe = "demo-quick" if recipe == "demo" else recipe
     overrides = list(set_ or [])
     if workspace is not None:
         overrides.append(f"workspace={workspace}")

@@ -210,15 +210,27 @@ class CurateConfig(Recipe):
 
 
 class DemoTrainConfig(Recipe):
-    """The demo's training stage: the shipped recipes (pretrain/dino, finetune/classify-probe,
-    finetune/report, finetune/ground) run on the demo workspace with a laptop's budget."""
+    """The demo's training and evaluation stage (medtune.demo_train): random, chest-only and
+    full-body backbones under one pretraining budget, the probe suite on all three, report
+    generation and grounding fine-tuned from some, one HTML report."""
 
     enabled: bool = Field(True, description="false: stop after curation")
     image_size: int = Field(64, ge=32, le=512, description="the tiny ViT's input side, px")
-    pretrain_steps: int = Field(100, ge=1, description="DINO steps")
+    pretrain_steps: int = Field(
+        100, ge=1, description="DINO steps of each of chest-only and full-body pretraining"
+    )
+    pretrain_batch: int = Field(32, ge=2, description="DINO batch size (the same for both)")
     finetune_steps: int = Field(120, ge=1, description="steps of each fine-tuning run")
-    tasks: list[Literal["classify", "report", "ground"]] = Field(
-        default_factory=lambda: ["classify", "report", "ground"]
+    tasks: list[Literal["probe", "report", "ground"]] = Field(
+        default_factory=lambda: ["probe", "report", "ground"]
+    )
+    finetune_from: list[Literal["random", "chest", "full"]] = Field(
+        default_factory=lambda: ["random", "chest", "full"],
+        description="backbones that report generation and grounding are fine-tuned from",
+    )
+    bootstrap: int = Field(1000, ge=0, description="patient-bootstrap resamples for the CIs")
+    meteor: bool = Field(
+        True, description="score METEOR too (pycocoevalcap's Java scorer, when Java is there)"
     )
 
 
