@@ -32,6 +32,7 @@ bench: bytecode
 	$(BIN)/python benchmarks/bench_ingest.py
 	$(BIN)/python benchmarks/bench_label.py
 	$(BIN)/python benchmarks/bench_train.py
+	$(BIN)/python benchmarks/bench_eval.py
 
 clean:
 	rm -rf $(VENV) medtune-demo medtune-demo.key .pytest_cache .ruff_cache

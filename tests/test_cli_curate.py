@@ -124,3 +124,27 @@ def test_boxes_imports_a_csv_and_reports_the_rows_it_could_not_match(
     assert boxes.column("image_id").to_pylist() == [image_id]
     assert boxes.column("source").to_pylist() == ["reader-1"]
     assert main(["boxes", str(tmp_path / "boxes.txt"), "-w", str(ws)]) == 1  # not a table
+
+
+def test_annotations_imports_marker_and_mirrored_for_the_probe_suite(
+    ingested_workspace: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ws = tmp_path / "ws"
+    shutil.copytree(ingested_workspace, ws, symlinks=True)
+    ids = read_catalog(Workspace(ws).catalog_path).column("image_id").to_pylist()[:2]
+    table = tmp_path / "annotations.csv"
+    table.write_text(f"image_id,marker,mirrored\n{ids[0]},L,false\n{ids[1]},none,true\n")
+    assert main(["annotations", str(table), "-w", str(ws), "--source", "reader-1"]) == 0
+    assert "2 rows imported as 'reader-1'" in capsys.readouterr().out
+    from medtune.dataset.annotations import read_annotations
+
+    stored = read_annotations(ws)
+    assert stored is not None
+    assert stored.sort_by("image_id").to_pylist() == sorted(
+        [{"image_id": ids[0], "marker": "L", "mirrored": False},
+         {"image_id": ids[1], "marker": "none", "mirrored": True}],
+        key=lambda row: row["image_id"],
+    )  # fmt: skip
+    table.write_text("image_id,marker\nno-such-image,R\n")
+    assert main(["annotations", str(table), "-w", str(ws)]) == 1  # unknown image: refused
+    assert "no-such-image" not in capsys.readouterr().err  # counted, not echoed

@@ -190,7 +190,25 @@ def boxes(
         print(line)
 
 
-COMMANDS = (label, card, split, query, subset, boxes)
+def annotations(
+    table: Annotated[Path, typer.Argument(help="Annotations: .csv, .parquet or .jsonl.")],
+    workspace: WorkspaceOption,
+    source: Annotated[str, typer.Option(help="Name of this set of annotations.")] = "import",
+) -> None:
+    """Import per-image annotations DICOM does not carry into dataset/annotations.parquet.
+
+    Rows name an image by image_id; the other columns are the annotations (the probe suite's
+    lead-marker task reads `marker`: L, R or none; its mirrored-image task `mirrored`: true or
+    false). Importing again replaces the values of the same images and columns.
+    """
+    from medtune.dataset.annotations import import_annotations
+    from medtune.dataset.boxes import read_box_table
+
+    rows = import_annotations(workspace, read_box_table(table), source=source)
+    print(f"annotations: {rows} rows imported as {source!r}")
+
+
+COMMANDS = (label, card, split, query, subset, boxes, annotations)
 
 
 def _names(text: str | None) -> list[str]:

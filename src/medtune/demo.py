@@ -3,9 +3,10 @@
 Generate the synthetic multi-site cohort, then ingest and de-identify it into the workspace
 dataset as a hospital's export would be (the leak check against the cohort's PHI manifest must
 pass), then curate it: labels from the reports (scored against the cohort's truth), a
-patient-grouped split and an out-of-domain one, and the dataset card; then train: pretrain the
-tiny ViT and fine-tune it to each task (medtune.demo_train). Later stages (evaluate) are added
-here as they land, so ``make demo`` stays the one entry point.
+patient-grouped split and an out-of-domain one, and the dataset card; then pretrain the tiny ViT
+on chest images only and on every image under one budget, evaluate both and an untrained one,
+fine-tune report generation and grounding from each, and write one evaluation report
+(medtune.demo_train), so ``make demo`` stays the one entry point.
 """
 
 from __future__ import annotations

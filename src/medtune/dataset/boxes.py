@@ -190,13 +190,14 @@ def import_boxes(
 
 
 def read_box_table(path: str | os.PathLike[str]) -> pa.Table:
-    """An annotation export to import: CSV, JSON Lines or Parquet, by suffix. Id and text
-    columns are read as strings (a UID such as "1.2" must not become a number)."""
+    """An annotation export to import (boxes, or per-image annotations): CSV, JSON Lines or
+    Parquet, by suffix. Id and text columns are read as strings (a UID such as "1.2" must not
+    become a number)."""
     import pyarrow.csv as csv
     import pyarrow.json as pj
 
     path = Path(path)
-    text = {name: pa.string() for name in ("image_id", "sop_uid", "phrase", "finding")}
+    text = {name: pa.string() for name in ("image_id", "sop_uid", "phrase", "finding", "marker")}
     try:
         if path.suffix.lower() == ".csv":
             return csv.read_csv(path, convert_options=csv.ConvertOptions(column_types=text))
@@ -205,8 +206,8 @@ def read_box_table(path: str | os.PathLike[str]) -> pa.Table:
         if path.suffix.lower() == ".parquet":
             return pq.read_table(path)
     except (OSError, pa.ArrowInvalid) as err:
-        raise MedtuneError(f"{path}: cannot read the box table ({type(err).__name__})") from None
-    raise MedtuneError(f"{path}: not a box table (use .csv, .jsonl or .parquet)")
+        raise MedtuneError(f"{path}: cannot read the table ({type(err).__name__})") from None
+    raise MedtuneError(f"{path}: not a table medtune reads (use .csv, .jsonl or .parquet)")
 
 
 def _match_rows(
