@@ -85,6 +85,9 @@ def report_gen(
     ] = False,
     split: Annotated[list[str] | None, typer.Option(help="Split values to generate on.")] = None,
     split_column: Annotated[str, typer.Option(help="Catalog split column.")] = "split",
+    bootstrap: Annotated[
+        int, typer.Option(help="Bootstrap resamples for the CIs (each a whole corpus).")
+    ] = 200,
     name: NameOption = None,
     json_out: JsonOption = None,
 ) -> None:
@@ -103,7 +106,8 @@ def report_gen(
         if model is None or workspace is None:
             raise MedtuneError("report-gen: give a model and --workspace, or the two JSON files")
         result = evaluate_reports(model, workspace, splits=split or ["test"],
-                                  split_column=split_column, r2gen=r2gen, name=name)  # fmt: skip
+                                  split_column=split_column, r2gen=r2gen, name=name,
+                                  n_boot=bootstrap)  # fmt: skip
     _finish(result, json_out)
 
 
@@ -113,6 +117,7 @@ def grounding(
     workspace: WorkspaceOption,
     split: Annotated[list[str] | None, typer.Option(help="Split values to score.")] = None,
     split_column: Annotated[str, typer.Option(help="Catalog split column.")] = "split",
+    bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples for the CIs.")] = 1000,
     name: NameOption = None,
     json_out: JsonOption = None,
 ) -> None:
@@ -120,7 +125,8 @@ def grounding(
     from medtune.evaluate.run import evaluate_grounding_model
 
     result = evaluate_grounding_model(model, workspace, splits=split or ["test"],
-                                      split_column=split_column, name=name)  # fmt: skip
+                                      split_column=split_column, name=name,
+                                      n_boot=bootstrap)  # fmt: skip
     _finish(result, json_out)
 
 

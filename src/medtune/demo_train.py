@@ -124,7 +124,12 @@ def _finetune_and_evaluate(
 ) -> None:  # fmt: skip
     from medtune.evaluate.grounding_eval import evaluate_grounding
     from medtune.evaluate.report_gen import evaluate_report_model
-    from medtune.evaluate.run import grounding_tables, report_tables
+    from medtune.evaluate.run import (
+        add_grounding_intervals,
+        add_report_intervals,
+        grounding_tables,
+        report_tables,
+    )
     from medtune.train.finetune import run_finetune
 
     options = config.train
@@ -141,16 +146,21 @@ def _finetune_and_evaluate(
             )
             summary.lines.extend(f"report-{name}: {line}" for line in run.lines
                                  if line.startswith("warning"))  # fmt: skip
-            evaluation.reports[name] = evaluate_report_model(
+            scores, samples = evaluate_report_model(
                 run.export_dir, workspace.root, splits=("test",), meteor=options.meteor
             )
+            # Each resample is a corpus scored whole: a fifth of the probe suite's resamples.
+            add_report_intervals(workspace.root, scores, samples, options.bootstrap // 5)
+            evaluation.reports[name] = (scores, samples)
         if "ground" in options.tasks:
             run = run_finetune(
                 _recipe(config, workspace, "finetune/ground", f"ground-{name}", steps, init),
                 progress=_StageProgress(progress, f"ground: {name}", options.finetune_steps),
             )
-            evaluation.grounding[name] = evaluate_grounding(run.export_dir, workspace.root,
-                                                            splits=("test",))  # fmt: skip
+            scores, pictures = evaluate_grounding(run.export_dir, workspace.root,
+                                                  splits=("test",))  # fmt: skip
+            add_grounding_intervals(workspace.root, scores, options.bootstrap)
+            evaluation.grounding[name] = (scores, pictures)
     if evaluation.reports:
         summary.tables.update(report_tables({n: s for n, (s, _) in evaluation.reports.items()}))
     if evaluation.grounding:

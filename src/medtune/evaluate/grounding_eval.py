@@ -18,7 +18,8 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -94,6 +95,8 @@ class GroundingScores:
     cnr: float
     hit_rate: float  # share of items with IoU >= HIT_IOU (0.5)
     per_finding: dict[str, dict[str, float]]
+    # figure -> patient-bootstrap Estimate (medtune.evaluate.intervals), when computed
+    intervals: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass

@@ -17,11 +17,12 @@ which text metrics reward more than they should::
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +72,8 @@ class ReportScores:
     collapsed: bool  # distinct_share < min_distinct
     r2gen: bool  # R2Gen's tokenization (published tables) rather than medtune's
     meteor_note: str | None = None  # why METEOR is missing
+    # figure -> patient-bootstrap Estimate (medtune.evaluate.intervals), when computed
+    intervals: dict[str, Any] = field(default_factory=dict)
 
     def as_json(self) -> dict[str, Any]:
         """The text metrics at the top level (as pycocoevalcap's ``eval``), then the rest."""
@@ -85,6 +88,8 @@ class ReportScores:
         }
         if self.meteor_note:
             out["meteor_note"] = self.meteor_note
+        if self.intervals:
+            out["intervals"] = {k: _interval_json(e) for k, e in self.intervals.items()}
         return out
 
 
@@ -182,8 +187,8 @@ def clinical_efficacy(
     findings = list(rules.findings)
     if not findings or not predictions:
         return {"precision": 0.0, "recall": 0.0, "f1": 0.0, "macro_f1": 0.0}, {}
-    predicted = _positives(predictions, rules, findings)
-    truth = np.stack([_positives(refs, rules, findings).any(axis=0) for refs in references])
+    predicted = positive_findings(predictions, rules, findings)
+    truth = np.stack([positive_findings(refs, rules, findings).any(axis=0) for refs in references])
     micro = precision_recall_fscore_support(truth, predicted, average="micro", zero_division=0)
     precision, recall, f1, support = precision_recall_fscore_support(
         truth, predicted, average=None, zero_division=0
@@ -207,7 +212,7 @@ def clinical_efficacy(
     return summary, per_finding
 
 
-def _positives(texts: Sequence[str], rules: Any, findings: list[str]) -> np.ndarray:
+def positive_findings(texts: Sequence[str], rules: Any, findings: list[str]) -> np.ndarray:
     """(reports, findings) bool: where the labeler reads the finding as positive."""
     from medtune.curate.labeler import label_report
 
@@ -316,3 +321,11 @@ def evaluate_report_model(
         for i, r, g, t in zip(image_ids, rows, generated, texts, strict=True)
     ]
     return scores, samples
+
+
+def _interval_json(estimate: Any) -> dict[str, float | None]:
+    def finite(v: float) -> float | None:
+        return float(v) if math.isfinite(v) else None
+
+    return {"value": finite(estimate.value), "low": finite(estimate.low),
+            "high": finite(estimate.high)}  # fmt: skip

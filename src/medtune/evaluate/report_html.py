@@ -263,22 +263,25 @@ def report_generation_blocks(reports: dict[str, tuple[Any, list[Any]]]) -> list[
     keys = text_metric_keys(s for s, _ in reports.values())
     rows, clinical, blocks = [], [], [Heading("Report generation")]
     for name, (scores, _) in reports.items():
-        rows.append([name, scores.n, *(_num(scores.scores.get(k)) for k in keys)])
+        ci = scores.intervals
+        rows.append([name, scores.n, *(_ci(scores.scores.get(k), ci.get(k)) for k in keys)])
         c, d = scores.clinical, scores.diversity
         clinical.append([name, _num(c.get("precision")), _num(c.get("recall")),
-                         _num(c.get("f1")), _num(c.get("macro_f1")), int(d.get("distinct", 0)),
-                         _num(d.get("distinct_share")),
+                         _ci(c.get("f1"), ci.get("clinical_f1")), _num(c.get("macro_f1")),
+                         int(d.get("distinct", 0)), _num(d.get("distinct_share")),
                          "collapsed" if scores.collapsed else "ok"])  # fmt: skip
     tokens = "R2Gen's normalisation" if any(s.r2gen for s, _ in reports.values()) else "medtune's"
-    blocks.append(TableBlock(Table("Text metrics (pycocoevalcap's scorers)", ["model", "reports",
-                                   *keys], rows, note=f"tokens: {tokens}")))  # fmt: skip
+    note = (f"tokens: {tokens}; [95% CI] by patient bootstrap, each resample scored as its "
+            "own corpus")  # fmt: skip
+    blocks.append(TableBlock(Table("Text metrics (pycocoevalcap's scorers)",
+                                   ["model", "reports", *keys], rows, note=note)))  # fmt: skip
     blocks.append(TableBlock(Table(
         "Clinical efficacy and diversity",
         ["model", "precision", "recall", "F1", "macro F1", "distinct reports", "distinct share",
          "collapse guard"],
         clinical,
         note="findings the report labeler reads as positive in the generated report against "
-        "the reference (uncertain counts as not positive)",
+        "the reference (uncertain counts as not positive); [95% CI] by patient bootstrap",
     )))  # fmt: skip
     for name, (scores, samples) in reports.items():
         if scores.collapsed:
@@ -302,8 +305,10 @@ def grounding_blocks(grounding: dict[str, tuple[Any, list[Any]]]) -> list[Block]
 
     blocks: list[Block] = [Heading("Phrase grounding")]
     for name, (scores, samples) in grounding.items():
-        rows = [["all", len(scores.items), _num(scores.miou), _num(scores.cnr),
-                 _num(scores.hit_rate)]]  # fmt: skip
+        ci = scores.intervals
+        rows = [["all", len(scores.items), _ci(scores.miou, ci.get("miou")),
+                 _ci(scores.cnr, ci.get("cnr")),
+                 _ci(scores.hit_rate, ci.get("hit_rate"))]]  # fmt: skip
         for finding, f in sorted(scores.per_finding.items()):
             rows.append([finding, int(f["n"]), _num(f["miou"]), _num(f["cnr"]),
                          _num(f["hit_rate"])])  # fmt: skip
@@ -327,6 +332,7 @@ def grounding_blocks(grounding: dict[str, tuple[Any, list[Any]]]) -> list[Block]
 def _grounding_json(scores: Any) -> dict[str, Any]:
     return {"miou": _nan(scores.miou), "cnr": _nan(scores.cnr), "hit_rate": _nan(scores.hit_rate),
             "n": len(scores.items),
+            "intervals": {k: _estimate_json(e) for k, e in scores.intervals.items()},
             "per_finding": {k: {m: _nan(v) for m, v in f.items()}
                             for k, f in scores.per_finding.items()}}  # fmt: skip
 
@@ -341,6 +347,18 @@ def _difference(c: Comparison | None) -> str:
     if c is None or not np.isfinite(c.difference):
         return "-"
     return f"{c.difference:+.3f} [{c.low:+.3f}, {c.high:+.3f}] (p={_p(c.p_value)})"
+
+
+def _ci(value: float | None, estimate: Estimate | None) -> str:
+    """The value with its patient-bootstrap interval when one was computed."""
+    if estimate is None or value is None or not np.isfinite(value):
+        return _num(value)
+    return estimate.format()
+
+
+def _estimate_json(e: Estimate) -> dict[str, Any]:
+    return {"value": _nan(e.value), "low": _nan(e.low), "high": _nan(e.high), "n": e.n,
+            "patients": e.groups}  # fmt: skip
 
 
 def _p(p: float) -> str:

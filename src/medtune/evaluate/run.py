@@ -122,13 +122,16 @@ def evaluate_reports(
     r2gen: bool = False,
     name: str | None = None,
     label: str | None = None,
+    n_boot: int = 200,
 ) -> EvaluationRun:
-    """``medtune evaluate report-gen MODEL -w WS``: generate on the split, score, report."""
+    """``medtune evaluate report-gen MODEL -w WS``: generate on the split, score (with
+    patient-bootstrap CIs), report."""
     from medtune.evaluate.report_gen import evaluate_report_model
 
     scores, samples = evaluate_report_model(
         model, workspace, split_column=split_column, splits=splits, r2gen=r2gen
     )
+    add_report_intervals(workspace, scores, samples, n_boot, r2gen=r2gen)
     label = label or _model_name(model)
     evaluation = Evaluation(f"Report generation: {label}", reports={label: (scores, samples)})
     return _written(evaluation, evaluation_dir(workspace, name or f"report-{label}"),
@@ -154,8 +157,10 @@ def report_tables(scores: dict[str, Any]) -> dict[str, list[list[object]]]:
     keys = text_metric_keys(scores.values())
     rows: list[list[object]] = [["model", "reports", *keys, "CE F1", "distinct"]]
     for name, s in scores.items():
-        rows.append([name, s.n, *(_fmt(s.scores.get(k)) for k in keys),
-                     _fmt(s.clinical.get("f1")), int(s.diversity.get("distinct", 0))])  # fmt: skip
+        ci = s.intervals
+        rows.append([name, s.n, *(_fmt(s.scores.get(k), ci.get(k)) for k in keys),
+                     _fmt(s.clinical.get("f1"), ci.get("clinical_f1")),
+                     int(s.diversity.get("distinct", 0))])  # fmt: skip
     return {"report generation": rows}
 
 
@@ -167,12 +172,15 @@ def evaluate_grounding_model(
     split_column: str = "split",
     name: str | None = None,
     label: str | None = None,
+    n_boot: int = 1000,
 ) -> EvaluationRun:
-    """``medtune evaluate grounding MODEL -w WS``."""
+    """``medtune evaluate grounding MODEL -w WS``: mIoU, CNR and hit rate with
+    patient-bootstrap CIs, overall and per finding."""
     from medtune.evaluate.grounding_eval import evaluate_grounding
 
     scores, samples = evaluate_grounding(model, workspace, split_column=split_column,
                                          splits=splits)  # fmt: skip
+    add_grounding_intervals(workspace, scores, n_boot)
     label = label or _model_name(model)
     evaluation = Evaluation(f"Grounding: {label}", grounding={label: (scores, samples)})
     return _written(evaluation, evaluation_dir(workspace, name or f"ground-{label}"),
@@ -182,11 +190,36 @@ def evaluate_grounding_model(
 def grounding_tables(scores: dict[str, Any]) -> dict[str, list[list[object]]]:
     rows: list[list[object]] = [["model", "finding", "boxes", "mIoU", "CNR", "hit rate"]]
     for name, s in scores.items():
-        rows.append([name, "all", len(s.items), _fmt(s.miou), _fmt(s.cnr), _fmt(s.hit_rate)])
+        ci = s.intervals
+        rows.append([name, "all", len(s.items), _fmt(s.miou, ci.get("miou")),
+                     _fmt(s.cnr, ci.get("cnr")), _fmt(s.hit_rate, ci.get("hit_rate"))])  # fmt: skip
         for finding, f in sorted(s.per_finding.items()):
             rows.append([name, finding, int(f["n"]), _fmt(f["miou"]), _fmt(f["cnr"]),
                          _fmt(f["hit_rate"])])  # fmt: skip
     return {"grounding": rows}
+
+
+def add_report_intervals(
+    workspace: str | os.PathLike[str], scores: Any, samples: Sequence[Any], n_boot: int,
+    *, r2gen: bool = False, seed: int = 0,
+) -> None:  # fmt: skip
+    """Set ``scores.intervals``: BLEU-4, ROUGE-L, CIDEr-D and clinical F1 with CIs."""
+    from medtune.evaluate.intervals import patients_of, report_intervals
+
+    if n_boot > 0 and samples:
+        patients = patients_of(workspace, [s.row for s in samples])
+        scores.intervals = report_intervals(samples, patients, n_boot, seed, r2gen=r2gen)
+
+
+def add_grounding_intervals(
+    workspace: str | os.PathLike[str], scores: Any, n_boot: int, seed: int = 0
+) -> None:
+    """Set ``scores.intervals``: mIoU, CNR and hit rate with CIs."""
+    from medtune.evaluate.intervals import grounding_intervals, patients_of
+
+    if n_boot > 0 and scores.items:
+        patients = patients_of(workspace, [item.row for item in scores.items])
+        scores.intervals = grounding_intervals(scores, patients, n_boot, seed)
 
 
 def _written(
@@ -201,7 +234,10 @@ def _model_name(path: str | os.PathLike[str]) -> str:
     return p.parent.name if p.name == "export" else p.name
 
 
-def _fmt(value: float | None) -> str:
+def _fmt(value: float | None, estimate: Any = None) -> str:
+    """The value to 3 decimals, with its CI when ``estimate`` (an Estimate) is given."""
     import math
 
-    return "-" if value is None or not math.isfinite(value) else f"{value:.3f}"
+    if value is None or not math.isfinite(value):
+        return "-"
+    return estimate.format() if estimate is not None else f"{value:.3f}"
