@@ -44,7 +44,8 @@ def test_quick_demo_pretrains_three_backbones_and_reports_on_them(tmp_path: Path
     for heading in ("Probe suite", "Report generation", "Phrase grounding"):
         assert f"<h2>{heading}</h2>" in page
     for caption in ("Mean AUROC over the probe tasks", "Paired comparisons of mean AUROC",
-                    "AUROC per probe task", "Clinical efficacy and diversity"):  # fmt: skip
+                    "AUROC per probe task", "Calibration of the findings heads",
+                    "Clinical efficacy and diversity"):  # fmt: skip
         assert caption in page
     assert page.count("data:image/png;base64,") >= 5  # ROC, reliability, subgroups, heat maps
 

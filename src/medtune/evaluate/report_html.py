@@ -185,6 +185,11 @@ def probe_blocks(scores: SuiteScores) -> list[Block]:
         blocks.append(Figure(plots.roc_grid(panels, "ROC curves per task (pooled one-vs-rest)")))
     curves = calibration_curves(scores)
     if curves:
+        rows = [[name, _num(curve["ece"])] for name, curve in curves.items()]
+        blocks.append(TableBlock(Table(
+            "Calibration of the findings heads", ["model", "ECE"], rows,
+            note="expected calibration error: 10 equal-width bins over every scored label",
+        )))  # fmt: skip
         blocks.append(Figure(plots.reliability_plot(curves, "Reliability of the findings heads")))
     for dim, groups in scores.groups.items():
         if len(groups) < 2:
