@@ -17,7 +17,6 @@ which text metrics reward more than they should::
 from __future__ import annotations
 
 import json
-import math
 import os
 import shutil
 from collections import Counter
@@ -89,7 +88,7 @@ class ReportScores:
         if self.meteor_note:
             out["meteor_note"] = self.meteor_note
         if self.intervals:
-            out["intervals"] = {k: _interval_json(e) for k, e in self.intervals.items()}
+            out["intervals"] = {k: e.as_json() for k, e in self.intervals.items()}
         return out
 
 
@@ -321,11 +320,3 @@ def evaluate_report_model(
         for i, r, g, t in zip(image_ids, rows, generated, texts, strict=True)
     ]
     return scores, samples
-
-
-def _interval_json(estimate: Any) -> dict[str, float | None]:
-    def finite(v: float) -> float | None:
-        return float(v) if math.isfinite(v) else None
-
-    return {"value": finite(estimate.value), "low": finite(estimate.low),
-            "high": finite(estimate.high)}  # fmt: skip

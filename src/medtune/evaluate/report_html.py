@@ -27,7 +27,7 @@ import numpy as np
 
 from medtune.curate.card_doc import Block, Bullets, Figure, Heading, TableBlock, Text, render_html
 from medtune.curate.tables import Table
-from medtune.evaluate.stats import Comparison, Estimate, reliability, roc_points
+from medtune.evaluate.stats import Comparison, Estimate, finite_or_none, reliability, roc_points
 from medtune.evaluate.suite import SuiteScores
 from medtune.workspace import atomic_write_text
 
@@ -335,10 +335,10 @@ def grounding_blocks(grounding: dict[str, tuple[Any, list[Any]]]) -> list[Block]
 
 
 def _grounding_json(scores: Any) -> dict[str, Any]:
-    return {"miou": _nan(scores.miou), "cnr": _nan(scores.cnr), "hit_rate": _nan(scores.hit_rate),
-            "n": len(scores.items),
-            "intervals": {k: _estimate_json(e) for k, e in scores.intervals.items()},
-            "per_finding": {k: {m: _nan(v) for m, v in f.items()}
+    return {"miou": finite_or_none(scores.miou), "cnr": finite_or_none(scores.cnr),
+            "hit_rate": finite_or_none(scores.hit_rate), "n": len(scores.items),
+            "intervals": {k: e.as_json() for k, e in scores.intervals.items()},
+            "per_finding": {k: {m: finite_or_none(v) for m, v in f.items()}
                             for k, f in scores.per_finding.items()}}  # fmt: skip
 
 
@@ -361,11 +361,6 @@ def _ci(value: float | None, estimate: Estimate | None) -> str:
     return estimate.format()
 
 
-def _estimate_json(e: Estimate) -> dict[str, Any]:
-    return {"value": _nan(e.value), "low": _nan(e.low), "high": _nan(e.high), "n": e.n,
-            "patients": e.groups}  # fmt: skip
-
-
 def _p(p: float) -> str:
     return "<0.001" if p < 0.001 else f"{p:.3f}"
 
@@ -376,10 +371,6 @@ def _triple(e: Estimate | None) -> tuple[float, float, float]:
 
 def _num(value: float | None) -> str:
     return "-" if value is None or not np.isfinite(value) else f"{value:.3f}"
-
-
-def _nan(value: float | None) -> float | None:
-    return None if value is None or not np.isfinite(value) else float(value)
 
 
 def summary_lines(scores: SuiteScores, pairs: Sequence[tuple[str, str]]) -> list[str]:

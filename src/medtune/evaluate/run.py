@@ -26,6 +26,7 @@ from medtune.evaluate.report_html import (
     text_metric_keys,
     write_evaluation,
 )
+from medtune.evaluate.suite import model_name
 from medtune.workspace import Workspace
 
 Progress = Any  # (label, done, total) -> None, as the demo's display takes
@@ -132,7 +133,7 @@ def evaluate_reports(
         model, workspace, split_column=split_column, splits=splits, r2gen=r2gen
     )
     add_report_intervals(workspace, scores, samples, n_boot, r2gen=r2gen)
-    label = label or _model_name(model)
+    label = label or model_name(model)
     evaluation = Evaluation(f"Report generation: {label}", reports={label: (scores, samples)})
     return _written(evaluation, evaluation_dir(workspace, name or f"report-{label}"),
                     report_tables({label: scores}))  # fmt: skip
@@ -181,7 +182,7 @@ def evaluate_grounding_model(
     scores, samples = evaluate_grounding(model, workspace, split_column=split_column,
                                          splits=splits)  # fmt: skip
     add_grounding_intervals(workspace, scores, n_boot)
-    label = label or _model_name(model)
+    label = label or model_name(model)
     evaluation = Evaluation(f"Grounding: {label}", grounding={label: (scores, samples)})
     return _written(evaluation, evaluation_dir(workspace, name or f"ground-{label}"),
                     grounding_tables({label: scores}))  # fmt: skip
@@ -227,11 +228,6 @@ def _written(
 ) -> EvaluationRun:
     html = write_evaluation(evaluation, directory)
     return EvaluationRun(tables, [f"report: {html}"], results_json(evaluation), html, evaluation)
-
-
-def _model_name(path: str | os.PathLike[str]) -> str:
-    p = Path(path)
-    return p.parent.name if p.name == "export" else p.name
 
 
 def _fmt(value: float | None, estimate: Any = None) -> str:

@@ -223,6 +223,17 @@ class Estimate:
         bounds = [("-" if math.isnan(b) else f"{b:.{digits}f}") for b in (self.low, self.high)]
         return f"{self.value:.{digits}f} [{bounds[0]}, {bounds[1]}]"
 
+    def as_json(self) -> dict[str, float | int | None]:
+        """{value, low, high, n, patients}, NaN as null (JSON has no NaN)."""
+        bounds = {k: finite_or_none(v) for k, v in
+                  (("value", self.value), ("low", self.low), ("high", self.high))}  # fmt: skip
+        return {**bounds, "n": self.n, "patients": self.groups}
+
+
+def finite_or_none(value: float | None) -> float | None:
+    """``value`` as a float, or None when it is None or not finite (for JSON)."""
+    return None if value is None or not math.isfinite(value) else float(value)
+
 
 def _interval(samples: np.ndarray, n: int, level: float) -> tuple[float, float, np.ndarray]:
     """Percentile interval of the non-nan samples (nan when over half of the n are nan)."""

@@ -18,9 +18,11 @@ with fewer than ``min_group_patients`` patients are left out of the breakdowns.
 
 from __future__ import annotations
 
+import os
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -34,6 +36,7 @@ from medtune.evaluate.stats import (
     comparison_from_samples,
     estimate_from_samples,
     expected_calibration_error,
+    finite_or_none,
     per_class_auroc,
     resample_weights,
     task_auroc,
@@ -127,7 +130,7 @@ def score_suites(
     """Score each model's predictions and compare each model with every earlier one."""
     if not results:
         raise MedtuneError("evaluate: no model to score")
-    names = list(names or [_default_name(r.model) for r in results])
+    names = list(names or [model_name(r.model) for r in results])
     if len(set(names)) != len(names) or len(names) != len(results):
         raise MedtuneError(f"evaluate: model names must be distinct, one per model: {names}")
     meta = results[0].meta
@@ -324,9 +327,8 @@ def _shown_groups(
     return shown
 
 
-def _default_name(path: str) -> str:
-    from pathlib import Path
-
+def model_name(path: str | os.PathLike[str]) -> str:
+    """A model's name from its path: the run's folder for ``<run>/export``, else the folder."""
     p = Path(path)
     return p.parent.name if p.name == "export" else p.name
 
@@ -334,38 +336,29 @@ def _default_name(path: str) -> str:
 def _model_json(score: ModelScore) -> dict[str, Any]:
     return {
         "export": score.export,
-        "mean_auroc": _estimate_json(score.mean),
+        "mean_auroc": score.mean.as_json(),
         "tasks": {
             t: {
                 "kind": s.kind,
-                "auroc": _estimate_json(s.auroc),
+                "auroc": s.auroc.as_json(),
                 "per_class": _clean(s.per_class),
-                "ece": _nan(s.ece),
+                "ece": finite_or_none(s.ece),
                 "rows": s.rows,
             }
             for t, s in score.tasks.items()
         },
         "subgroups": {
-            dim: {g: _estimate_json(e) for g, e in groups.items()}
+            dim: {g: e.as_json() for g, e in groups.items()}
             for dim, groups in score.subgroups.items()
         },
         "skipped": score.skipped,
     }
 
 
-def _estimate_json(e: Estimate) -> dict[str, Any]:
-    return {"value": _nan(e.value), "low": _nan(e.low), "high": _nan(e.high), "n": e.n,
-            "patients": e.groups}  # fmt: skip
-
-
 def _comparison_json(c: Comparison) -> dict[str, Any]:
-    return {"difference": _nan(c.difference), "low": _nan(c.low), "high": _nan(c.high),
-            "p_value": _nan(c.p_value)}  # fmt: skip
+    values = {"difference": c.difference, "low": c.low, "high": c.high, "p_value": c.p_value}
+    return {k: finite_or_none(v) for k, v in values.items()}
 
 
 def _clean(values: Mapping[str, float]) -> dict[str, float | None]:
-    return {k: _nan(v) for k, v in values.items()}
-
-
-def _nan(value: float | None) -> float | None:
-    return None if value is None or not np.isfinite(value) else float(value)
+    return {k: finite_or_none(v) for k, v in values.items()}
