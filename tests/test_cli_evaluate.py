@@ -9,7 +9,7 @@ import pytest
 
 from medtune.cli import main
 from medtune.evaluate.text_metrics import text_scores, tokenize
-from tests.evaluate.test_features import make_export, make_probe_workspace
+from tests.evaluate.probe_builders import make_export, make_probe_workspace
 
 PREDICTIONS = {
     "s1": ["Small left pleural effusion. No pneumothorax."],

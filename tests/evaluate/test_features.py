@@ -13,9 +13,6 @@ import pytest
 import torch
 
 import medtune.models.export as export_module
-from medtune.curate.labels import label_workspace
-from medtune.curate.splits import SplitSpec, make_split
-from medtune.dataset.annotations import import_annotations, synth_truth_annotations
 from medtune.dataset.catalog import read_catalog, write_catalog
 from medtune.evaluate.features import (
     data_digest,
@@ -24,32 +21,8 @@ from medtune.evaluate.features import (
     features_path,
     model_digest,
 )
-from medtune.models.export import export_model, load_encoder
-from medtune.models.registry import create_backbone
-
-TINY_VIT = {"name": "medtune-vit", "image_size": 32, "patch_size": 8, "dim": 32, "depth": 2,
-            "heads": 2}  # fmt: skip
-
-
-def make_probe_workspace(ingested: Path, cohort: Path, root: Path) -> Path:
-    """A copy of the ingested workspace with report labels, a patient split, a site split
-    (held-out sites "ood") and the cohort's marker and mirroring annotations."""
-    shutil.copytree(ingested, root)
-    label_workspace(root)
-    make_split(root, SplitSpec())
-    make_split(root, SplitSpec(method="site"))
-    import_annotations(root, synth_truth_annotations(root, cohort), source="synth-truth")
-    return root
-
-
-def make_export(directory: Path, seed: int = 0, nudge: float = 0.0) -> Path:
-    """A random tiny ViT (its init seeded by the config) exported as an encoder; ``nudge`` is
-    added to one weight, so the config stays the same and only the weights differ."""
-    backbone = {**TINY_VIT, "seed": seed}
-    encoder = create_backbone(**backbone)
-    with torch.no_grad():
-        next(encoder.parameters()).view(-1)[0] += nudge
-    return export_model(directory, task="encoder", backbone=backbone, encoder=encoder)
+from medtune.models.export import load_encoder
+from tests.evaluate.probe_builders import TINY_VIT, make_export, make_probe_workspace
 
 
 @pytest.fixture(scope="module")

@@ -32,7 +32,7 @@ from medtune.evaluate.probe_tasks import (
     probe_table,
     register_probe_task,
 )
-from tests.evaluate.test_features import make_export, make_probe_workspace
+from tests.evaluate.probe_builders import make_export, make_probe_workspace
 
 FAST = ProbeConfig(hidden=32, lr=1e-2, batch_size=32, max_epochs=40, patience=5)
 

@@ -275,9 +275,17 @@ def subgroup_plot(
             )
     if reference is not None:
         ax.axvline(reference, linestyle="--", color="0.4", linewidth=0.8)
-    ax.set_xlim(left, right)
-    ax.set_ylim(len(groups) - 0.5, -0.5)  # the first group on top
-    ax.set_yticks(positions, [str(g) for g in groups], fontsize=8)
+    return _rows_plot(figure, ax, groups, positions, (left, right), xlabel, title)
+
+
+def _rows_plot(
+    figure: Figure, ax: Any, labels: Sequence[str], positions: Any, xlim: tuple[float, float],
+    xlabel: str, title: str,
+) -> Plot:  # fmt: skip
+    """Finish a plot of one row per label (the first on top), legend to the right."""
+    ax.set_xlim(*xlim)
+    ax.set_ylim(len(labels) - 0.5, -0.5)
+    ax.set_yticks(positions, [str(label) for label in labels], fontsize=8)
     ax.set_xlabel(xlabel)
     ax.set_title(title, fontsize=10)
     ax.legend(loc="center left", bbox_to_anchor=(1.02, 0.5), frameon=False, fontsize=8)
@@ -323,15 +331,7 @@ def comparison_plot(
             ax.text(left, y[row], " n/a", va="center", fontsize=7, color=colours[model])
     for row in range(1, len(rows)):
         ax.axhline(row - 0.5, color="0.9", linewidth=0.6)
-    ax.set_xlim(left, right)
-    ax.set_ylim(len(rows) - 0.5, -0.5)
-    ax.set_yticks(positions, [str(r) for r in rows], fontsize=8)
-    ax.set_xlabel(xlabel)
-    ax.set_title(title, fontsize=10)
-    ax.legend(loc="center left", bbox_to_anchor=(1.02, 0.5), frameon=False, fontsize=8)
-    ax.spines[["top", "right"]].set_visible(False)
-    figure.tight_layout()
-    return Plot(slug(title), title, _png(figure))
+    return _rows_plot(figure, ax, rows, positions, (left, right), xlabel, title)
 
 
 def _grounding_figure(samples: Sequence[Mapping[str, Any]], title: str, columns: int) -> Figure:
